@@ -51,7 +51,7 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 class DataConfig:
     """Dataset, split and batching (algorithms.md §1.4, §4)."""
 
-    dataset: Literal["cub200", "cars196", "online_products", "demo"] = "demo"
+    dataset: Literal["cub200", "cars196", "online_products", "demo"] = "demo"  # not cub200: runs with no data
     root: str | None = None  # dataset folder or its parent; None = the embedded demo cache for "demo"
     val_fraction: float = 0.2  # share of TRAIN classes held out as a class-disjoint validation split
     val_seed: int = 0
@@ -59,17 +59,27 @@ class DataConfig:
     samples_per_class: int = 2
     sampler: Literal["class_random", "distinct_classes"] = "class_random"
     num_workers: int = 4
-    crop_size: int = 224
-    resize_size: int = 256
+    crop_size: int | None = None  # None: 224 (227 for BN-Inception), 64 for the demo data
+    resize_size: int | None = None  # None: 256, 72 for the demo data
     augmentation: Literal["base", "realistic"] = "base"
     skip_bad_images: bool = False
     verify_images: bool = True
+
+    def image_sizes(self, arch: str) -> tuple[int, int]:
+        """(crop, resize) sizes: the configured ones, else the reference sizes (algorithms.md §4)."""
+        if self.dataset == "demo":
+            crop, resize = 64, 72
+        elif arch.startswith("bninception"):
+            crop, resize = 227, 256
+        else:
+            crop, resize = 224, 256
+        return self.crop_size or crop, self.resize_size or max(resize, self.crop_size or crop)
 
     def validate(self, prefix: str = "data") -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             _fail(f"{prefix}.val_fraction", self.val_fraction, "a fraction in [0, 1)")
         for name in ("batch_size", "samples_per_class", "crop_size", "resize_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 _fail(f"{prefix}.{name}", getattr(self, name), "a positive integer")
         if self.num_workers < 0:
             _fail(f"{prefix}.num_workers", self.num_workers, "an integer >= 0")
@@ -170,6 +180,9 @@ class DivaConfig:
     # The reference pairs rho with directions by zip: one value applies to the FIRST direction only (§7 D5).
     # True applies a single value to every direction.
     rho_broadcast: bool = False
+    # None: the reference rule (diva_main.py): 4 heads -> each auxiliary head against 'discriminative';
+    # 3 heads with shared and selfsimilarity -> also 'shared-selfsimilarity'; 'dc' -> none; otherwise none.
+    decorrelations: tuple[str, ...] | None = None
     decorrnet_dim: int = 512
     decorrnet_lr: float = 1e-5
     moco_momentum: float = 0.9
@@ -181,7 +194,23 @@ class DivaConfig:
     dc_update_f: int = 2
     dc_ncluster: int = 300
 
+    def resolved_decorrelations(self, features: tuple[str, ...]) -> tuple[str, ...]:
+        """Decorrelation directions 'source-target' for the given heads (algorithms.md §2.2.5)."""
+        if self.decorrelations is not None:
+            return self.decorrelations
+        if "dc" in features:
+            return ()
+        if len(features) == 4 and "shared" in features:
+            return ("selfsimilarity-discriminative", "shared-discriminative", "intra-discriminative")
+        if len(features) == 3 and "shared" in features and "selfsimilarity" in features:
+            return ("selfsimilarity-discriminative", "shared-discriminative", "shared-selfsimilarity")
+        return ()
+
     def validate(self, prefix: str = "diva") -> None:
+        for direction in self.decorrelations or ():
+            parts = direction.split("-")
+            if len(parts) != 2 or any(p not in DIVA_FEATURES for p in parts):
+                _fail(f"{prefix}.decorrelations", direction, f"'source-target' with names from {list(DIVA_FEATURES)}")
         for name in ("alpha_ssl", "alpha_shared", "alpha_intra", "decorrnet_lr"):
             if getattr(self, name) < 0:
                 _fail(f"{prefix}.{name}", getattr(self, name), "a number >= 0")

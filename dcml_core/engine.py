@@ -1,0 +1,275 @@
+"""One training engine for the margin baseline, DiVA and DCML (no Ray, no tracking).
+
+Usage::
+
+    engine = Engine(cfg)                    # checks the data, builds model, objective, optimiser, schedule
+    for _ in range(cfg.schedule.n_epochs - engine.epoch):
+        train = engine.train_epoch()        # sample, mine, loss, step; the LR schedule steps once per epoch
+        val = engine.evaluate("val")        # {"val/recall_at_1": ..., ...}
+        engine.save(directory)              # full state; Engine.restore(directory) resumes exactly
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dcml_core.checkpoint import load_checkpoint, save_checkpoint
+from dcml_core.config import ExperimentConfig
+from dcml_core.data_bundle import DataBundle, Loaders, prepare_data
+from dcml_core.evaluation import combine_heads, compute_metrics, evaltype_key, expand_evaltypes, parse_evaltype
+from dcml_core.losses import cluster_pseudo_labels
+from dcml_core.metric_names import metric_key
+from dcml_core.models import build_model
+from dcml_core.objective import Objective
+from dcml_core.optim import build_optimizer, build_scheduler
+from dcml_core.seeding import resolve_device, rng_state, seed_everything, set_rng_state
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class Engine:
+    """Owns data, model, objective, optimiser and schedule of one run; ``epoch`` counts finished epochs."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        device: str | torch.device | None = None,
+        data: DataBundle | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(str(device) if device is not None else cfg.device)
+        self.progress = progress or (lambda msg: None)
+        self.data = data if data is not None else prepare_data(cfg)  # all data checks before any model
+        seed_everything(cfg.seed, cfg.deterministic)
+        pretrained = cfg.model.pretrained
+        if pretrained == "auto":
+            pretrained = "none" if cfg.data.dataset == "demo" else "imagenet"
+        self.model = build_model(
+            method=cfg.model.method,
+            arch=cfg.model.arch,
+            embed_dim=cfg.model.embed_dim,
+            features=cfg.model.features,
+            pretrained=pretrained,
+            ensemble_num=cfg.model.ensemble_num,
+            compos_num=cfg.model.compos_num,
+        ).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.objective = Objective(cfg, self.model, self.data.n_train_classes, self.model.feature_dim).to(self.device)
+        self.optimizer = build_optimizer(cfg.optim, self.model, self.objective.param_groups())
+        self.scheduler = build_scheduler(cfg.schedule, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp)
+        self.loaders = Loaders(cfg, self.data, self.device)
+        self.epoch = 0
+        self.queue_filled = False
+        self.timings = {"train_s": 0.0, "eval_s": 0.0}
+
+    # ------------------------------------------------------------------ training
+    def _autocast(self):
+        if self.cuda and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def _to_device(self, images: Tensor) -> Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.cuda and self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch: (queue pre-fill / re-clustering when due), then sample, mine, loss, step."""
+        start = time.perf_counter()
+        if self.objective.queue is not None and not self.queue_filled:
+            self._fill_queue()
+        if self.objective.dc is not None and self.epoch % self.cfg.diva.dc_update_f == 0:
+            self._recluster()
+        self.model.train()
+        self.objective.train()
+        sums: dict[str, float] = {}
+        n_iter = 0
+        loader = self.loaders.train_loader()
+        for it, batch in enumerate(loader):
+            images, labels, indices = self._to_device(batch[0]), batch[1].to(self.device), batch[2]
+            try:
+                with self._autocast():
+                    heads, feats, aux = self.model(images)
+                    keys = self.objective.keys(self._to_device(batch[3])) if len(batch) > 3 else None
+                loss, terms = self.objective(heads, feats, aux, labels, indices, keys)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"training loss is {float(loss)} at epoch {self.epoch + 1}, iteration {it + 1} "
+                        f"(terms: {terms}); lower the learning rate (optim.lr={self.cfg.optim.lr}) or check the data"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            except torch.cuda.OutOfMemoryError as err:
+                raise RuntimeError(
+                    f"CUDA out of memory with batch size {self.cfg.data.batch_size} on {self.device}: lower "
+                    "data.batch_size (--bs) or give each trial a larger GPU share (--gpus-per-trial)"
+                ) from err
+            self.objective.after_step(self.model, keys)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for name, value in terms.items():
+                sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
+            n_iter += 1
+            if (it + 1) % 20 == 0:
+                self.progress(f"epoch {self.epoch + 1} iteration {it + 1}/{len(loader)} loss {float(loss):.4f}")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()  # once per epoch; evaluation does not depend on the LR, so order is immaterial
+        self.epoch += 1
+        elapsed = time.perf_counter() - start
+        self.timings["train_s"] += elapsed
+        out = {f"train/{k}": v / max(n_iter, 1) for k, v in sums.items()}
+        out.update({"train/lr": lr, "train/epoch_time_s": elapsed, "epoch": self.epoch})
+        return out
+
+    @torch.no_grad()
+    def _fill_queue(self) -> None:
+        """Pre-fill the key queue with n_key_batches batches of view A, key network in eval mode (§2.3)."""
+        wanted = self.cfg.diva.moco_n_key_batches
+        keys: list[Tensor] = []
+        while len(keys) < wanted:
+            for batch in self.loaders.train_loader():
+                with self._autocast():
+                    keys.append(self.objective.keys(self._to_device(batch[0])))
+                if len(keys) == wanted:
+                    break
+        self.objective.queue.fill(keys)
+        self.queue_filled = True
+
+    @torch.no_grad()
+    def _recluster(self) -> None:
+        """Deep-clustering variant: new pseudo labels from PCA + k-means of the training features (§2.2.6)."""
+        self.objective.dc.reset_parameters()
+        self.model.eval()
+        feats = np.empty((len(self.data.train), self.model.feature_dim), dtype=np.float32)
+        for batch in self.loaders.eval_loader("train", train_transform=True):
+            with self._autocast():
+                _, f, _ = self.model(self._to_device(batch[0]))
+            feats[batch[2].numpy()] = f.float().cpu().numpy()
+        labels = cluster_pseudo_labels(
+            feats, self.cfg.diva.dc_ncluster, pca_dim=self.cfg.model.embed_dim, niter=20, seed=self.cfg.seed
+        )
+        self.objective.pseudo_labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def embed(self, split: str) -> tuple[dict[str, Tensor], Tensor]:
+        """Normalised head embeddings (CPU, float32) and labels of every image of a split."""
+        self.model.eval()
+        chunks: dict[str, list[Tensor]] = {}
+        labels: list[Tensor] = []
+        subemb = self.cfg.model.method == "dcml" and self.cfg.model.eval_on == "subembeddings"
+        for batch in self.loaders.eval_loader(split):
+            with self._autocast():
+                heads, _, aux = self.model(self._to_device(batch[0]))
+            if subemb:
+                heads = {"subembeddings": F.normalize(aux["subembeddings"].float(), dim=-1)}
+            for name, h in heads.items():
+                chunks.setdefault(name, []).append(h.float().cpu())
+            labels.append(batch[1])
+        return {k: torch.cat(v) for k, v in chunks.items()}, torch.cat(labels)
+
+    def evaltypes(self) -> list[str]:
+        """Expanded evaltypes; the first is the primary one (its metrics carry no evaltype suffix)."""
+        if self.cfg.model.method == "dcml" and self.cfg.model.eval_on == "subembeddings":
+            return ["subembeddings"]
+        return expand_evaltypes(self.cfg.eval.evaltypes, self.cfg.model.features, self.cfg.data.dataset)
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of every evaltype on ``split`` ('val' for tuning, 'test' for reporting only)."""
+        if split not in ("val", "test", "train"):
+            raise ValueError(f"unknown split {split!r}; expected 'val', 'test' or 'train'")
+        records = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
+        if not records:
+            return {}
+        start = time.perf_counter()
+        heads, labels = self.embed(split)
+        nmi_k = self.cfg.eval.nmi_k or (
+            len(set(labels.tolist())) if split == "val" else self.data.reference_nmi_k
+        )
+        eval_device = str(self.device) if self.cfg.eval.device == "auto" else self.cfg.eval.device
+        out: dict[str, float] = {}
+        for i, spec in enumerate(self.evaltypes()):
+            if spec == "subembeddings":
+                emb = heads["subembeddings"]
+            else:
+                names, weights = parse_evaltype(spec)
+                emb = combine_heads(heads, names, weights)
+            metrics = compute_metrics(
+                emb,
+                labels,
+                recall_ks=self.cfg.eval.resolved_recall_ks(self.cfg.data.dataset),
+                nmi_k=min(nmi_k, len(labels)),
+                metrics=self.cfg.eval.metrics,
+                device=eval_device,
+            )
+            suffix = None if i == 0 else evaltype_key(spec)
+            out.update({metric_key(split, name, suffix): float(v) for name, v in metrics.items()})
+        elapsed = time.perf_counter() - start
+        self.timings["eval_s"] += elapsed
+        out[f"{split}/eval_time_s"] = elapsed
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (tensors and plain values only)."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.loaders.sampler.state_dict(),
+            "rng": rng_state(),
+            "queue_filled": self.queue_filled,
+            "timings": dict(self.timings),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if "pseudo_labels" in state["objective"]:
+            self.objective.pseudo_labels = state["objective"]["pseudo_labels"].to(self.device)
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loaders.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        self.queue_filled = bool(state["queue_filled"])
+        self.timings = dict(state["timings"])
+        self.epoch = int(state["epoch"])
+
+    def save(self, directory: str | Path) -> Path:
+        """Write a checkpoint directory (state + configuration)."""
+        return save_checkpoint(directory, self.state_dict(), self.cfg.to_json())
+
+    @classmethod
+    def restore(
+        cls,
+        directory: str | Path,
+        device: str | torch.device | None = None,
+        progress: Callable[[str], None] | None = None,
+        cfg: ExperimentConfig | None = None,
+    ) -> Engine:
+        """A new engine in the exact state saved in ``directory``."""
+        state, cfg_dict = load_checkpoint(directory)
+        cfg = cfg or ExperimentConfig.from_dict(cfg_dict)
+        engine = cls(cfg, device=device, progress=progress)
+        engine.load_state_dict(state)
+        return engine

@@ -1,0 +1,58 @@
+"""Building blocks shared by the search-space modules: paper-centred ranges and LR-schedule-aware ASHA rungs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+# DiVA's four heads in the paper order (algorithms.md §2.4 published runs; DCML §3.4).
+FOUR_HEADS = ["discriminative", "selfsimilarity", "shared", "intra"]
+
+
+def log_around(centre: float, factor: float = 3.0) -> Any:
+    """Log-uniform on [centre / factor, centre * factor]: the paper value is the geometric centre."""
+    return tune.loguniform(centre / factor, centre * factor)
+
+
+def gamma_around(centre: float) -> Any:
+    """Uniform LR decay factor on [centre / 2, min(1, 2 centre)]."""
+    return tune.uniform(centre / 2, min(1.0, 2 * centre))
+
+
+def diva_block(
+    alpha_ssl: float, alpha: float, rho: float, temperature: float, n_key_batches: int
+) -> dict[str, Any]:
+    """DiVA auxiliary objectives around the paper weights (algorithms.md §2.4, §3.4).
+
+    The three loss weights are sampled independently (log-uniform, factor 3 either side). One decorrelation
+    weight rho is sampled and applied to every direction (``rho_broadcast``), which is what the published runs
+    do by passing the same value three times. The MoCo temperature is log-uniform around the published 0.01.
+    """
+    return {
+        "ssl": "fast_moco",
+        "sharing": "random",
+        "intra": "random",
+        "alpha_ssl": log_around(alpha_ssl),
+        "alpha_shared": log_around(alpha),
+        "alpha_intra": log_around(alpha),
+        "rho_decorrelation": log_around(rho, 5.0),
+        "rho_broadcast": True,
+        "moco_temperature": log_around(temperature),
+        "moco_n_key_batches": n_key_batches,
+    }
+
+
+def asha_after_lr_drop(
+    tau_choices: list[int], n_epochs: int, reduction_factor: int = 3, margin: int = 5
+) -> dict[str, int]:
+    """ASHA settings whose first rung comes ``margin`` epochs after the LATEST LR drop the space can sample.
+
+    ``tau`` is a MultiStepLR milestone (algorithms.md §1.5): before its drop a trial with a late ``tau`` looks
+    worse than one that already decayed, so a rung placed between the drops would stop trials for their schedule,
+    not their quality. Putting the grace period after every sampled drop (ignoring milestones >= n_epochs, which
+    never fire) makes every rung compare trials that have all decayed. Rungs: grace * rf**k < n_epochs.
+    """
+    drops = [t for t in tau_choices if t < n_epochs]
+    grace = min(max(drops, default=0) + margin, n_epochs)
+    return {"grace_period": max(1, grace), "reduction_factor": reduction_factor, "max_t": n_epochs}

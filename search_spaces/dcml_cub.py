@@ -1,0 +1,34 @@
+"""DCML on CUB-200-2011, centred on the README command of wzzheng/DCML (algorithms.md §3.4).
+
+Paper: lr 1.5e-5, batch 100, 300 epochs, lr x 0.2 at epoch 55, alpha_ssl 0.5, alpha_shared = alpha_intra = 0.3,
+rho 1500 on each of the three decorrelation directions, MoCo temperature 0.01, 30 key batches, K = M = 4.
+"""
+
+from ray import tune
+
+from dcml_core.metric_names import OBJECTIVE
+from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+
+N_EPOCHS = 300
+TAUS = [40, 55, 70]
+
+SPACE = {
+    "data": {"dataset": "cub200", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
+    "model": {
+        "method": "dcml",
+        "arch": "resnet50_frozen_normalize",
+        "embed_dim": 128,
+        "features": FOUR_HEADS,
+        "compos_num": tune.choice([4, 8, 12]),  # M, a multiple of the 4 heads
+        "ensemble_num": tune.randint(2, 9),  # K in 2..8
+    },
+    "diva": diva_block(alpha_ssl=0.5, alpha=0.3, rho=1500.0, temperature=0.01, n_key_batches=30),
+    "optim": {"lr": log_around(1.5e-5)},
+    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},
+    "eval": {"evaltypes": ["paper", "all"]},  # primary: the paper's CUB weighting (0.5, 1, 1, 1)
+}
+METRIC = OBJECTIVE
+MODE = "max"
+SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # rungs at epochs 75 and 225
+DEFAULTS = {"num_samples": 64, "cpus_per_trial": 8}
+DESCRIPTION = "DCML (K sub-embeddings, M composites, 4 DiVA heads) on CUB200, ResNet-50, paper settings at the centre"

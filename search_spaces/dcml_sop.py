@@ -1,0 +1,33 @@
+"""DCML on Stanford Online Products. No SOP command is published for DCML (algorithms.md §3.4): DCML's own lr,
+batch and K/M ranges, the DiVA SOP R50 row for the rest (§2.4): 150 epochs, lr x 0.3 at 70, alphas 0.2, rho 150,
+MoCo temperature 0.01, 70 key batches. [RECON]
+"""
+
+from ray import tune
+
+from dcml_core.metric_names import OBJECTIVE
+from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+
+N_EPOCHS = 150
+TAUS = [55, 70, 85]
+
+SPACE = {
+    "data": {"dataset": "online_products", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
+    "model": {
+        "method": "dcml",
+        "arch": "resnet50_frozen_normalize",
+        "embed_dim": 128,
+        "features": FOUR_HEADS,
+        "compos_num": tune.choice([4, 8, 12]),
+        "ensemble_num": tune.randint(2, 9),
+    },
+    "diva": diva_block(alpha_ssl=0.2, alpha=0.2, rho=150.0, temperature=0.01, n_key_batches=70),
+    "optim": {"lr": log_around(1.5e-5)},
+    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.3)},
+    "eval": {"evaltypes": ["paper", "all"]},  # primary: the paper's SOP weighting (1, 1, 1, 1)
+}
+METRIC = OBJECTIVE
+MODE = "max"
+SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # one rung, at epoch 90
+DEFAULTS = {"num_samples": 48, "cpus_per_trial": 8}
+DESCRIPTION = "DCML on SOP, ResNet-50; DCML lr/batch with the DiVA SOP settings (reconstructed)"

@@ -1,0 +1,25 @@
+"""DiVA on CARS196, centred on the published R50 run (algorithms.md §2.4): batch 112, lr 1e-5, 350 epochs,
+lr x 0.2 at epoch 70, alphas 0.15, rho 100 x 3, MoCo temperature 0.01, 30 key batches.
+"""
+
+from ray import tune
+
+from dcml_core.metric_names import OBJECTIVE
+from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+
+N_EPOCHS = 350
+TAUS = [55, 70, 85]
+
+SPACE = {
+    "data": {"dataset": "cars196", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
+    "model": {"method": "diva", "arch": "resnet50_frozen_normalize", "embed_dim": 128, "features": FOUR_HEADS},
+    "diva": diva_block(alpha_ssl=0.15, alpha=0.15, rho=100.0, temperature=0.01, n_key_batches=30),
+    "optim": {"lr": log_around(1e-5)},
+    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},
+    "eval": {"evaltypes": ["paper", "all"]},
+}
+METRIC = OBJECTIVE
+MODE = "max"
+SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # rungs at epochs 90 and 270
+DEFAULTS = {"num_samples": 64, "cpus_per_trial": 8}
+DESCRIPTION = "DiVA on CARS196, ResNet-50, published run at the centre"

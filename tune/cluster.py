@@ -1,0 +1,71 @@
+"""Starting or joining Ray, and the checks that need the cluster (nodes, GPUs) before any trial starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from dcml_core.tracking import is_remote
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run this sweep as configured; the message says what to change."""
+
+
+def worker_runtime_env() -> dict[str, Any]:
+    """Make ``import tune`` / ``dcml_core`` work in Ray workers, installed or not (same path on every node)."""
+    path = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}}
+
+
+def start_ray(address: str | None) -> None:
+    """Join ``address`` (``auto`` or HOST:PORT) or start a local Ray sized to this machine."""
+    kwargs: dict[str, Any] = {"runtime_env": worker_runtime_env(), "logging_level": "WARNING"}
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ClusterError(
+                f"cannot join the Ray cluster at --address {address}: {err}. Start it first "
+                "(docs/sweeps.md 'Clusters': ray start --head ...) or drop --address for a local Ray"
+            ) from None
+    else:
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def check_tracking_for_cluster(tracking_uri: str) -> None:
+    """A local MLflow store (sqlite) is not for a multi-node cluster: require a server reachable over HTTP."""
+    nodes = alive_nodes()
+    if len(nodes) > 1 and not is_remote(tracking_uri):
+        raise ClusterError(
+            f"the Ray cluster has {len(nodes)} nodes but the MLflow store {tracking_uri} is local to this machine: "
+            "a local MLflow store (sqlite) cannot be shared by the nodes and their users. Start "
+            "`mlflow server --backend-store-uri sqlite:///PATH/mlflow.db --host 127.0.0.1 --port 5000` "
+            "(or a postgresql:// database) and pass --mlflow-uri http://HOST:5000 (docs/sweeps.md 'Clusters')"
+        )
+
+
+def default_gpus_per_trial() -> float:
+    """1 when the cluster has GPUs, else 0 (CPU-only clusters work)."""
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def check_resources(cpus: float, gpus: float) -> None:
+    """Fail before the sweep when no node can ever place one trial (Tune would wait forever)."""
+    fits = [n for n in alive_nodes()
+            if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]  # fmt: skip
+    if not fits:
+        have = [(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in alive_nodes()]
+        raise ClusterError(
+            f"no node has {cpus:g} CPUs and {gpus:g} GPUs for one trial (nodes have CPU/GPU {have}); lower "
+            "--cpus-per-trial / --gpus-per-trial"
+        )

@@ -1,0 +1,112 @@
+"""The driver-side Tune callback that writes a sweep to MLflow through :class:`tune.sweep_tracker.SweepTracker`.
+
+Why not ``MLflowLoggerCallback`` or ``setup_mlflow``: the former opens a new run for a resumed trial (duplicates,
+the old one left RUNNING) and cannot nest; the latter writes from every worker, which a SQLite store does not
+survive. This callback is the single writer, in the driver. Tune pickles it into ``tuner.pkl``, so it keeps only
+plain settings; the tracker is shared per state directory (:func:`tracker_for`) and rebuilt after a restore.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from dcml_core.config import ExperimentConfig
+from dcml_core.metric_names import EPOCH
+from tune.sweep_tracker import ERROR_TAG, STOPPED_TAG, SweepTracker, metrics_of
+
+_TRACKERS: dict[str, SweepTracker] = {}
+
+
+def tracker_for(tracking_uri: str, state_dir: str | Path, sweep_name: str) -> SweepTracker:
+    """The process-wide tracker of a sweep (one per state directory, so one writer of its state file)."""
+    key = str(Path(state_dir).resolve())
+    tracker = _TRACKERS.get(key)
+    if tracker is None or tracker.tracking_uri != tracking_uri:
+        tracker = _TRACKERS[key] = SweepTracker(tracking_uri, state_dir, sweep_name)
+    return tracker
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """MLflow params of a trial: ``ExperimentConfig.flat()`` (same keys for every space), or the raw config."""
+    try:
+        return ExperimentConfig.from_dict(config).flat()
+    except ValueError:  # the trial will fail on the same config; still record what it was given
+        return {"raw_config": config}
+
+
+def trial_epochs(config: dict[str, Any], default: int) -> int:
+    """The number of epochs a trial was configured for."""
+    return int(config.get("schedule", {}).get("n_epochs", default))
+
+
+def error_summary(trial: Any, limit: int = 500) -> str:
+    """Last line of a failed trial's traceback (the exception), shortened for a tag."""
+    text = None
+    try:
+        text = trial.get_error()
+    except Exception:  # noqa: BLE001 - storage unavailable: fall back to a generic reason
+        text = None
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "trial failed (see the trial's error.txt)")[:limit]
+
+
+class MLflowSweepCallback(Callback):
+    """Writes each trial to its nested child run: params, per-epoch metrics (step = epoch), final state."""
+
+    def __init__(self, tracking_uri: str, state_dir: str | Path, sweep_name: str, max_epochs: int) -> None:
+        self.tracking_uri = tracking_uri
+        self.state_dir = str(Path(state_dir).resolve())
+        self.sweep_name = sweep_name
+        self.max_epochs = max_epochs
+
+    @property
+    def tracker(self) -> SweepTracker:
+        return tracker_for(self.tracking_uri, self.state_dir, self.sweep_name)
+
+    def _ensure_run(self, trial: Any) -> None:
+        started = self.__dict__.setdefault("_started", set())  # trials whose run this driver has (re)opened
+        if trial.trial_id not in started:
+            self.tracker.start_trial(trial.trial_id, str(trial), trial_params(trial.config))
+            started.add(trial.trial_id)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._ensure_run(trial)
+        self.tracker.log_result(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, error=True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Close the runs of trials that ended while no driver was watching (e.g. just before a crash)."""
+        for trial in trials:
+            if trial.status == "TERMINATED":
+                self._end(trial, error=False)
+            elif trial.status == "ERROR":
+                self._end(trial, error=True)
+
+    def _end(self, trial: Any, error: bool) -> None:
+        if self.tracker.run_id(trial.trial_id) is None:
+            if not trial.last_result:
+                return  # never started: nothing to close
+            self._ensure_run(trial)
+        result = trial.last_result or {}
+        if error:
+            self.tracker.end_trial(trial.trial_id, "FAILED", {ERROR_TAG: error_summary(trial)})
+            return
+        epochs_done = int(result.get(EPOCH, 0))
+        early = epochs_done < trial_epochs(trial.config, self.max_epochs)
+        final = {f"final/{k}": v for k, v in metrics_of(result).items()
+                 if k.startswith("val/") and not k.endswith("eval_time_s")}  # fmt: skip
+        self.tracker.end_trial(trial.trial_id, "FINISHED", {STOPPED_TAG: str(early).lower()}, final)
+
+    def __getstate__(self) -> dict[str, Any]:  # only plain settings go into tuner.pkl
+        return {k: v for k, v in self.__dict__.items() if k != "_started"}
