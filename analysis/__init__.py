@@ -1,0 +1,52 @@
+"""Analysis of sweeps stored in MLflow: tidy DataFrames, paper tables, figures, the report command.
+
+Reads MLflow only (never Ray's files). Entry points: :func:`load_sweep` (runs, curves and the trial table of
+one experiment), :mod:`analysis.tables`, :mod:`analysis.plots`, :func:`param_importances` and
+``python -m analysis.report``. See docs/analysis.md.
+"""
+
+from analysis.importance import Importance, param_importances
+from analysis.mlflow_io import (
+    EmptyExperimentError,
+    ExperimentNotFoundError,
+    SweepData,
+    list_experiments,
+    load_curves,
+    load_runs,
+    load_sweep,
+    load_trials,
+)
+from analysis.params import config_id
+from analysis.repeats import repeat_configs, repeat_tags, top_k_configs
+from analysis.stats import MeanCI, mean_ci, seed_summary
+from analysis.tables import best_configs, config_labels, paper_table, stack_tables, to_latex, to_markdown, varying_params
+from analysis.trials import select_epochs, trial_table, wide_curves
+
+__all__ = [
+    "EmptyExperimentError",
+    "ExperimentNotFoundError",
+    "Importance",
+    "MeanCI",
+    "SweepData",
+    "best_configs",
+    "config_id",
+    "config_labels",
+    "list_experiments",
+    "load_curves",
+    "load_runs",
+    "load_sweep",
+    "load_trials",
+    "mean_ci",
+    "paper_table",
+    "param_importances",
+    "repeat_configs",
+    "repeat_tags",
+    "seed_summary",
+    "select_epochs",
+    "stack_tables",
+    "to_latex",
+    "to_markdown",
+    "top_k_configs",
+    "trial_table",
+    "varying_params",
+]

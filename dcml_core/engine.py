@@ -109,7 +109,7 @@ class Engine:
                 loss, terms = self.objective(heads, feats, aux, labels, indices, keys)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
-                        f"training loss is {float(loss)} at epoch {self.epoch + 1}, iteration {it + 1} "
+                        f"training loss is {loss.item()} at epoch {self.epoch + 1}, iteration {it + 1} "
                         f"(terms: {terms}); lower the learning rate (optim.lr={self.cfg.optim.lr}) or check the data"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
@@ -127,7 +127,7 @@ class Engine:
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
             n_iter += 1
             if (it + 1) % 20 == 0:
-                self.progress(f"epoch {self.epoch + 1} iteration {it + 1}/{len(loader)} loss {float(loss):.4f}")
+                self.progress(f"epoch {self.epoch + 1} iteration {it + 1}/{len(loader)} loss {loss.item():.4f}")
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()  # once per epoch; evaluation does not depend on the LR, so order is immaterial
         self.epoch += 1

@@ -276,9 +276,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         torch.set_num_threads(args.threads)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     if args.resume:
-        engine = Engine.restore(args.resume, progress=say)
+        # accept the run folder or its 'latest' checkpoint folder
+        resume = Path(args.resume).resolve()
+        checkpoint = resume / "latest" if (resume / "latest").is_dir() else resume
+        engine = Engine.restore(checkpoint, progress=say)
         cfg = engine.cfg
-        save_dir = Path(args.resume).resolve()
+        save_dir = checkpoint.parent
     else:
         cfg = config_from_args(args)
         engine = Engine(cfg, progress=say)

@@ -317,7 +317,8 @@ def test_verify_images_names_bad_files_or_skips_them(tmp_path: Path) -> None:
         match=r"(?s)3 of 7 images cannot be read:\n.*corrupt\.jpg: .*gone\.png: FileNotFoundError.*skip_bad",
     ):
         verify_images(records)
-    kept, bad_paths = verify_images(records, skip_bad=True)
+    with pytest.warns(UserWarning, match="skipping 3 of 7 unreadable images"):
+        kept, bad_paths = verify_images(records, skip_bad=True)
     assert kept == good and sorted(bad_paths) == sorted(r.path for r in bad)
 
 

@@ -71,7 +71,7 @@ def test_split_is_class_disjoint_and_covers_every_alphabet(demo_root: Path, mani
 def test_lookalikes_are_left_out(manifest: dict) -> None:
     chars = [c["char"] for c in manifest["classes"]]
     assert len(set(chars)) == len(chars)
-    for dropped in "АΑаoοо0cсxхχlιpρрvνwzsуУ":  # Cyrillic/Greek look-alikes and case pairs
+    for dropped in "АΑаoοо0cсxхχlιpρрvνwzsуУdИЯε":  # look-alikes, case pairs and mirror images
         assert dropped not in chars, unicodedata.name(dropped)
     assert all(kept in chars for kept in "AOIPXVWZSyΓΠΦЖ")  # one of each group stays
     for group in demo.LOOKALIKE_GROUPS:
@@ -89,24 +89,37 @@ def _canonical(font: ImageFont.FreeTypeFont, ch: str) -> np.ndarray:
     return np.asarray(square.resize((24, 24), Image.BILINEAR)).ravel() > 100  # (576,)
 
 
-def test_no_two_classes_render_alike(manifest: dict) -> None:
-    fonts = [
-        f
-        for f in demo.font_files()
-        if f.stem in ("DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "STIXGeneral")
-    ]
-    chars = [c["char"] for c in manifest["classes"]] + ["А"]  # + Cyrillic A as a positive control
+def _mean_iou(chars: list[str], mirror: bool) -> np.ndarray:
+    """(C, C) IoU of the canonical masks (column glyphs mirrored if asked), averaged over 4 fonts."""
+    names = ("DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "STIXGeneral")
+    fonts = [f for f in demo.font_files() if f.stem in names]
     iou = np.zeros((len(chars), len(chars)))
     for path in fonts:
         font = ImageFont.truetype(str(path), 64)
-        masks = np.stack([_canonical(font, ch) for ch in chars]).astype(np.float64)  # (C, 576)
-        inter = masks @ masks.T
-        area = masks.sum(1)
-        iou += inter / (area[:, None] + area[None, :] - inter) / len(fonts)
-    assert iou[chars.index("A"), -1] > 0.95  # the measure does flag a cross-alphabet look-alike
-    kept = iou[:-1, :-1] - np.eye(len(chars) - 1)
-    i, j = np.unravel_index(kept.argmax(), kept.shape)
-    assert kept.max() < 0.93, (chars[i], chars[j], kept.max())
+        masks = np.stack([_canonical(font, ch) for ch in chars]).reshape(len(chars), 24, 24)  # (C, 24, 24)
+        other = masks[:, :, ::-1] if mirror else masks
+        a = masks.reshape(len(chars), -1).astype(np.float64)  # (C, 576)
+        b = other.reshape(len(chars), -1).astype(np.float64)  # (C, 576)
+        inter = a @ b.T
+        iou += inter / (a.sum(1)[:, None] + b.sum(1)[None, :] - inter) / len(fonts)
+    return iou
+
+
+def test_no_two_classes_render_alike_even_when_flipped(manifest: dict) -> None:
+    chars = [c["char"] for c in manifest["classes"]]
+    controls = ["А", "d"]  # left out: Cyrillic A looks like A, d is a mirrored b
+    plain, mirrored = _mean_iou(chars + controls, False), _mean_iou(chars + controls, True)
+    assert plain[chars.index("A"), -2] > 0.95 and mirrored[chars.index("b"), -1] > 0.8  # the measures work
+    n = len(chars)
+    same = plain[:n, :n] - 2 * np.eye(n)
+    i, j = np.unravel_index(same.argmax(), same.shape)
+    assert same.max() < 0.93, (chars[i], chars[j], same.max())
+    # a pair that becomes much more alike when one glyph is flipped is a mirror pair: none may be left
+    mirror_only = np.where(mirrored[:n, :n] - plain[:n, :n] > 0.1, mirrored[:n, :n], 0.0)
+    np.fill_diagonal(mirror_only, 0)
+    i, j = np.unravel_index(mirror_only.argmax(), mirror_only.shape)
+    assert mirror_only.max() < 0.8, (chars[i], chars[j], mirror_only.max())  # max: flipped C vs Э (bar)
+    assert mirrored[chars.index("b"), -1] - plain[chars.index("b"), -1] > 0.1  # b/d would be caught
 
 
 def test_missing_glyphs_are_detected() -> None:

@@ -4,7 +4,8 @@ Ray's ``OptunaSearch.on_trial_complete`` reports every trial with a metric as ``
 so TPE takes the Recall@1 of a trial ASHA stopped at its first rung for a final score. Here a trial that ends
 without error before its last epoch is told as ``PRUNED`` (Optuna keeps its per-epoch intermediate values, which
 TPE uses for pruned trials), an error as ``FAIL``, and only a trial that ran all its epochs as ``COMPLETE``.
-Intermediate values are reported with ``step = epoch`` and never twice for the same step.
+Intermediate values are reported with ``step = epoch`` and never twice for the same step, including the result
+a trial was stopped on (Tune does not pass that one to ``on_trial_result``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         """Tell Optuna COMPLETE (all epochs run), PRUNED (stopped early by the scheduler) or FAIL (error)."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if result and not error:
+            self.on_trial_result(trial_id, result)  # Tune skips on_trial_result for the result it stops on
         state, value = self.final_state(result, error)
         try:
             self._ot_study.tell(self._ot_trials[trial_id], value, state=state)

@@ -201,10 +201,11 @@ class SweepTracker:
             self.client.log_artifacts(run_id, str(directory), artifact_path=artifact_path)
 
     def close_unfinished(self, status: str = "KILLED") -> list[str]:
-        """Set every run of this sweep still RUNNING to ``status``; returns their ids."""
+        """Set every trial run of this sweep still RUNNING to ``status``; returns their ids."""
         with self._lock:
             closed = []
-            for run in self._search(f"tags.`{SWEEP_TAG}` = '{self.sweep_name}' and attributes.status = 'RUNNING'"):
+            query = f"tags.`{SWEEP_TAG}` = '{self.sweep_name}' and tags.`{ROLE_TAG}` = 'trial'"
+            for run in self._search(f"{query} and attributes.status = 'RUNNING'"):
                 self.client.set_terminated(run.info.run_id, status=status)
                 self._status[run.info.run_id] = status
                 closed.append(run.info.run_id)

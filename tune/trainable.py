@@ -10,7 +10,9 @@ a checkpoint directory (engine state + ``tune_state.json``). Test metrics are re
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +63,16 @@ def _scores(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.endswith("eval_time_s")}
 
 
+def quiet_worker() -> None:
+    """Silence per-epoch log lines that drown the sweep's progress output in the driver."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # "Checkpoint successfully created"
+    # dcml_core/engine.py formats float(loss) of a graph tensor in its progress message (reported upstream).
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+
+
 def dcml_trial(config: dict[str, Any]) -> None:
     """Train one configuration, reporting validation metrics and a checkpoint every epoch."""
+    quiet_worker()
     cfg = ExperimentConfig.from_dict(config)
     device, threads = trial_device()
     torch.set_num_threads(threads)

@@ -112,5 +112,10 @@ def verify_images(
             f"{len(errors)} of {len(paths)} images cannot be read:\n{listed}{more}\n"
             "Replace or delete these files, or skip them (skip_bad=True / data.skip_bad_images)."
         )
+    if errors:
+        warnings.warn(
+            f"skipping {len(errors)} of {len(paths)} unreadable images, e.g. {next(iter(errors))}",
+            stacklevel=2,
+        )
     good = [r for r in records if r.path not in errors]
     return good, list(errors)

@@ -85,7 +85,7 @@ def font_has_glyph(path: str | Path, ch: str) -> bool:
 def render_glyph(ch: str, font_path: str | Path, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """One RGB image of ``ch``: random font size, rotation, stroke, position, colours and noise."""
     font = _font(str(font_path), int(rng.integers(int(0.45 * size), int(0.8 * size) + 1)))
-    stroke = int(rng.choice([0, 0, 1, 2])) * max(1, size // 64)
+    stroke = round(float(rng.choice([0, 0, 1, 2])) * size / 64)  # 0-2 px at 64 px
     layer = Image.new("L", (2 * size, 2 * size), 0)
     ImageDraw.Draw(layer).text(
         (size, size), ch, font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255

@@ -1,0 +1,86 @@
+"""Hyper-parameter importance of a sweep with Optuna's default evaluator (PED-ANOVA in Optuna 5).
+
+The trials are read from MLflow, not from Optuna's storage: an in-memory study is rebuilt with
+``optuna.trial.create_trial`` from each finished trial's varying parameters and its best validation objective,
+with distributions inferred from the values (numbers: their observed range, log-scaled when positive and
+spanning at least two decades; everything else: categorical).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from analysis.stats import FINISHED
+from analysis.tables import varying_params
+
+LOG_SPAN = 100.0  # max/min ratio from which a positive numeric parameter is treated as log-scaled
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Normalised importances (largest first), the evaluator used, the trials used and why it may be empty."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    evaluator: str = ""
+    n_trials: int = 0
+    note: str = ""
+
+
+def infer_distribution(values: pd.Series) -> BaseDistribution:
+    """Optuna distribution covering the observed values of one parameter."""
+    clean = values.dropna()
+    numeric = pd.api.types.is_numeric_dtype(clean) and not pd.api.types.is_bool_dtype(clean)
+    if not numeric:
+        return CategoricalDistribution(sorted({_plain(v) for v in clean}, key=str))
+    low, high = float(clean.min()), float(clean.max())
+    log = low > 0 and high / low >= LOG_SPAN
+    if pd.api.types.is_integer_dtype(clean):
+        return IntDistribution(int(low), int(high), log=log)
+    return FloatDistribution(low, high, log=log)
+
+
+def param_importances(
+    trials: pd.DataFrame,
+    params: Sequence[str] | None = None,
+    objective: str = "objective",
+    mode: str = "max",
+    statuses: Sequence[str] | None = FINISHED,
+    evaluator: optuna.importance.BaseImportanceEvaluator | None = None,
+) -> Importance:
+    """Importances of the varying parameters for ``objective`` (default evaluator of the installed Optuna).
+
+    Fewer than two usable trials or no varying parameter give an empty result with a ``note`` saying why.
+    """
+    pool = trials if statuses is None else trials[trials["status"].isin(statuses)]
+    pool = pool[np.isfinite(pool[objective].astype(float))] if objective in pool.columns else pool.iloc[:0]
+    params = [p for p in (params if params is not None else varying_params(pool)) if p in pool.columns]
+    params = [p for p in params if pool[p].notna().all() and pool[p].astype(str).nunique() > 1]
+    name = type(evaluator).__name__ if evaluator is not None else _default_evaluator_name()
+    if len(pool) < 2:
+        return Importance({}, name, len(pool), f"needs at least 2 finished trials with an objective, got {len(pool)}")
+    if not params:
+        return Importance({}, name, len(pool), "no parameter varies among the finished trials")
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    dists = {p: infer_distribution(pool[p]) for p in params}
+    for _, row in pool.iterrows():
+        values = {p: _plain(row[p]) for p in params}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=dists, value=float(row[objective])))
+    result = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return Importance(dict(result), name, len(pool), "")
+
+
+def _default_evaluator_name() -> str:
+    """Optuna's documented default: PED-ANOVA since 5.0, f-ANOVA before."""
+    major = int(optuna.__version__.split(".")[0])
+    return "PedAnovaImportanceEvaluator" if major >= 5 else "FanovaImportanceEvaluator"
+
+
+def _plain(value: object) -> object:
+    """numpy scalars -> Python values (Optuna's distributions compare them by equality)."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,166 @@
+"""Every registered search space samples into valid configurations, centred on the paper settings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from ray.tune.search.sample import Categorical, Float, Integer
+
+import search_spaces
+from dcml_core.config import ExperimentConfig
+from dcml_core.evaluation import expand_evaltypes
+from dcml_core.metric_names import OBJECTIVE
+from search_spaces import SearchSpaceError
+from search_spaces.common import asha_after_lr_drop
+from tune.optuna_search import PrunedAwareOptunaSearch
+
+NAMES = ["dcml_cars", "dcml_cub", "dcml_sop", "demo", "diva_cars", "diva_cub", "diva_sop", "margin_cub", "smoke"]
+DIVA_PARAMS = ["diva.alpha_ssl", "diva.alpha_shared", "diva.alpha_intra", "diva.rho_decorrelation",
+               "diva.moco_temperature"]  # fmt: skip
+COMMON_PARAMS = ["optim.lr", "schedule.tau", "schedule.gamma"]
+
+
+def test_registry_lists_every_space() -> None:
+    assert search_spaces.available() == NAMES
+
+
+def test_unknown_space_names_the_available_ones_and_a_suggestion() -> None:
+    with pytest.raises(SearchSpaceError) as err:
+        search_spaces.get("dcml_cbu")
+    assert "did you mean 'dcml_cub'" in str(err.value).lower()
+    assert "diva_sop" in str(err.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_sample_builds_a_valid_configuration(name: str) -> None:
+    space = search_spaces.get(name)
+    samples = space.sample(12, seed=3)
+    for sample in samples:
+        cfg = space.build_config(sample)
+        assert isinstance(cfg, ExperimentConfig)
+        assert cfg.schedule.n_epochs == space.n_epochs == space.scheduler["max_t"]
+        assert isinstance(cfg.schedule.tau, tuple) and all(isinstance(t, int) for t in cfg.schedule.tau)
+        # the primary evaltype exists for these heads (the engine would fail at the first evaluation otherwise)
+        assert expand_evaltypes(cfg.eval.evaltypes, cfg.model.features, cfg.data.dataset)
+        if cfg.model.method == "dcml":
+            assert cfg.model.compos_num % len(cfg.model.features) == 0
+    # different draws really differ, and the same seed gives the same draws
+    assert len({repr(s) for s in samples}) == len(samples)
+    assert space.sample(3, seed=3) == samples[:3]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_objective_and_scheduler_defaults(name: str) -> None:
+    space = search_spaces.get(name)
+    assert space.metric == OBJECTIVE and space.mode == "max"
+    assert 0 < space.scheduler["grace_period"] <= space.scheduler["max_t"]
+    assert space.scheduler["reduction_factor"] > 1
+    assert space.description
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_optuna_searcher_accepts_the_space(name: str) -> None:
+    space = search_spaces.get(name)
+    converted = PrunedAwareOptunaSearch.convert_search_space(space.space)
+    assert sorted(converted) == sorted(k.replace(".", "/") for k in space.distributions())
+
+
+@pytest.mark.parametrize("name", ["dcml_cub", "dcml_cars", "dcml_sop", "demo"])
+def test_dcml_spaces_sample_the_required_parameters(name: str) -> None:
+    sampled = search_spaces.get(name).distributions()
+    for key in ["model.compos_num", "model.ensemble_num", *DIVA_PARAMS, *COMMON_PARAMS]:
+        assert key in sampled, key
+
+
+@pytest.mark.parametrize("name", ["diva_cub", "diva_cars", "diva_sop"])
+def test_diva_spaces_sample_the_diva_weights(name: str) -> None:
+    space = search_spaces.get(name)
+    sampled = space.distributions()
+    for key in [*DIVA_PARAMS, *COMMON_PARAMS]:
+        assert key in sampled, key
+    assert "model.compos_num" not in sampled  # DCML-only knob, meaningless for DiVA
+    assert space.constants()["diva.rho_broadcast"] is True
+
+
+def _contains(domain, value: float) -> bool:
+    if isinstance(domain, Categorical):
+        return value in domain.categories
+    if isinstance(domain, Integer):
+        return domain.lower <= value < domain.upper
+    assert isinstance(domain, Float)
+    return domain.lower <= value <= domain.upper
+
+
+@pytest.mark.parametrize(
+    ("name", "paper"),
+    [
+        # algorithms.md §3.4: the DCML README command for CUB
+        ("dcml_cub", {"optim.lr": 1.5e-5, "schedule.tau": 55, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.5,
+                      "diva.alpha_shared": 0.3, "diva.alpha_intra": 0.3, "diva.rho_decorrelation": 1500,
+                      "diva.moco_temperature": 0.01, "model.compos_num": 4, "model.ensemble_num": 4}),
+        # algorithms.md §2.4: the published DiVA runs
+        ("diva_cub", {"optim.lr": 1e-5, "schedule.tau": 55, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.3,
+                      "diva.rho_decorrelation": 1500, "diva.moco_temperature": 0.01}),
+        ("diva_cars", {"schedule.tau": 70, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.15, "diva.rho_decorrelation": 100}),
+        ("diva_sop", {"schedule.tau": 70, "schedule.gamma": 0.3, "diva.alpha_ssl": 0.2, "diva.rho_decorrelation": 150}),
+        ("margin_cub", {"optim.lr": 1e-5, "schedule.tau": 1000, "loss.margin": 0.2, "loss.beta": 1.2}),
+    ],
+)  # fmt: skip
+def test_paper_settings_lie_inside_each_space(name: str, paper: dict[str, float]) -> None:
+    sampled = search_spaces.get(name).distributions()
+    for key, value in paper.items():
+        assert _contains(sampled[key], value), (key, value)
+
+
+@pytest.mark.parametrize(
+    ("name", "constants"),
+    [
+        ("dcml_cub", {"data.dataset": "cub200", "data.batch_size": 100, "schedule.n_epochs": 300,
+                      "model.arch": "resnet50_frozen_normalize", "diva.moco_n_key_batches": 30}),
+        ("diva_cub", {"data.dataset": "cub200", "data.batch_size": 112, "schedule.n_epochs": 350}),
+        ("diva_sop", {"data.dataset": "online_products", "schedule.n_epochs": 150, "diva.moco_n_key_batches": 70}),
+        ("demo", {"data.dataset": "demo", "model.arch": "resnet18_frozen_normalize", "model.pretrained": "none",
+                  "model.embed_dim": 32, "data.batch_size": 32, "diva.moco_n_key_batches": 4, "data.num_workers": 0}),
+    ],
+)  # fmt: skip
+def test_fixed_settings(name: str, constants: dict) -> None:
+    fixed = search_spaces.get(name).constants()
+    for key, value in constants.items():
+        assert fixed[key] == value, key
+
+
+@pytest.mark.parametrize("name", ["dcml_cub", "dcml_cars", "dcml_sop", "diva_cub", "diva_cars", "diva_sop", "margin_cub"])
+def test_first_rung_comes_after_every_lr_drop(name: str) -> None:
+    space = search_spaces.get(name)
+    taus = [t for t in space.distributions()["schedule.tau"].categories if t < space.n_epochs]
+    assert space.scheduler["grace_period"] > max(taus)
+
+
+def test_asha_rule_ignores_milestones_that_never_fire() -> None:
+    assert asha_after_lr_drop([30, 50, 1000], 150, reduction_factor=2) == {
+        "grace_period": 55, "reduction_factor": 2, "max_t": 150}  # fmt: skip
+    assert asha_after_lr_drop([500], 100)["grace_period"] == 5  # no drop: rungs from epoch 5
+
+
+def test_overrides_move_the_rungs_inside_a_shorter_budget_and_set_the_data_root(tmp_path) -> None:
+    space = search_spaces.get("dcml_cub").with_overrides(data_root=str(tmp_path), max_epochs=10)
+    assert space.n_epochs == 10 and space.scheduler["max_t"] == 10
+    assert space.scheduler["grace_period"] == 10 // space.scheduler["reduction_factor"]
+    cfg = space.build_config(space.sample(1)[0])
+    assert cfg.data.root == str(tmp_path) and cfg.schedule.n_epochs == 10
+    assert search_spaces.get("dcml_cub").n_epochs == 300  # the registered space is unchanged
+    with pytest.raises(SearchSpaceError, match="max-epochs"):
+        search_spaces.get("demo").with_overrides(max_epochs=0)
+
+
+def test_sampled_values_follow_their_distributions() -> None:
+    space = search_spaces.get("dcml_cub")
+    samples = space.sample(200, seed=0)
+    lrs = [s["optim"]["lr"] for s in samples]
+    assert all(1.5e-5 / 3 <= lr <= 1.5e-5 * 3 for lr in lrs)
+    # log-uniform: about half of the draws below the geometric centre
+    assert 0.35 < sum(lr < 1.5e-5 for lr in lrs) / len(lrs) < 0.65
+    assert {s["model"]["compos_num"] for s in samples} == {4, 8, 12}
+    assert {s["model"]["ensemble_num"] for s in samples} == set(range(2, 9))
+    assert all(math.isfinite(s["diva"]["moco_temperature"]) for s in samples)

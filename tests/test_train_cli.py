@@ -1,0 +1,118 @@
+"""``python -m dcml_core.train``: the original command lines map onto the configuration; runs log to MLflow."""
+
+from __future__ import annotations
+
+import shlex
+
+import mlflow
+import pytest
+
+from dcml_core import train
+from dcml_core.engine import Engine
+
+DCML_README_1 = (
+    "--dataset cub200 --tau 55 --gamma 0.2 --gpu 0 --seed 0 --compos_num 4 --ensemble_num 4 --embed_dim 128 --bs 100 "
+    "--n_epochs 300 --samples_per_class 2 --loss margin --batch_mining distance --arch resnet50_frozen_normalize"
+)
+DCML_README_2 = DCML_README_1 + (
+    " --diva_ssl fast_moco --lr 0.000015 --evaltypes all --diva_rho_decorrelation 1500 1500 1500 "
+    "--diva_features discriminative selfsimilarity shared intra --diva_moco_temperature 0.01 "
+    "--diva_moco_n_key_batches 30 --diva_alpha_ssl 0.5 --diva_alpha_shared 0.3 --diva_alpha_intra 0.3"
+)
+DIVA_CUB_R50 = (
+    "--dataset cub200 --log_online --project DiVA_SampleRuns --diva_ssl fast_moco --source_path /data "
+    "--group CUB_DiVA-R50-512 --tau 55 --gamma 0.2 --diva_alpha_ssl 0.3 --diva_alpha_shared 0.3 "
+    "--diva_alpha_intra 0.3 --diva_rho_decorrelation 1500 1500 1500 --diva_features discriminative selfsimilarity "
+    "shared intra --diva_sharing random --evaltypes all --diva_moco_temperature 0.01  --diva_moco_n_key_batches 30 "
+    "--n_epochs 350 --seed 0 --gpu 0 --samples_per_class 2 --loss margin --batch_mining distance "
+    "--arch resnet50_frozen_normalize --embed_dim 128"
+)
+DIVA_DC = (
+    "--source_path /data --log_online --project DiVA_Experiments --diva_rho_decorrelation 500 --diva_features "
+    "discriminative dc --evaltypes all --diva_dc_update_f 2 --diva_dc_ncluster 300 --n_epochs 200 --seed 0 --gpu 0 "
+    "--bs 104 --samples_per_class 2 --loss margin --batch_mining distance --arch bninception_normalize --embed_dim 256"
+)
+
+
+def _cfg(command: str):
+    parser = train.build_parser()
+    args = parser.parse_args(train._check_unknown(parser, shlex.split(command)))
+    return train.config_from_args(args)
+
+
+def test_dcml_readme_commands():
+    plain = _cfg(DCML_README_1)
+    assert plain.model.method == "dcml" and plain.model.features == ("discriminative",)
+    assert (plain.schedule.tau, plain.schedule.gamma, plain.data.batch_size, plain.seed) == ((55,), 0.2, 100, 0)
+    diva = _cfg(DCML_README_2)
+    assert diva.model.method == "dcml" and len(diva.model.features) == 4
+    assert (diva.diva.alpha_ssl, diva.diva.alpha_shared, diva.diva.alpha_intra) == (0.5, 0.3, 0.3)
+    assert diva.diva.rho_decorrelation == (1500.0,) * 3 and diva.diva.moco_temperature == 0.01
+    assert diva.optim.lr == 1.5e-5 and diva.eval.evaltypes == ("all",) and diva.diva.moco_n_key_batches == 30
+
+
+def test_diva_sample_commands():
+    cub = _cfg(DIVA_CUB_R50)
+    assert cub.model.method == "diva" and cub.data.root == "/data" and cub.schedule.n_epochs == 350
+    dc = _cfg(DIVA_DC)
+    assert dc.model.features == ("discriminative", "dc") and dc.model.arch == "bninception_normalize"
+    assert (dc.data.batch_size, dc.model.embed_dim, dc.diva.dc_ncluster) == (104, 256, 300)
+    assert dc.diva.resolved_decorrelations(dc.model.features) == ()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("--diva_aplha_ssl 0.5", "unknown flag --diva_aplha_ssl; did you mean --diva_alpha_ssl?"),
+        ("--diva_alpha_ssl 0.5 diva_alpha_shared 0.3", "did you mean --diva_alpha_shared?"),
+        ("--arch resent50_frozen_normalize", "Did you mean 'resnet50_frozen_normalize'"),
+        ("--bs 33", "'data.batch_size' (33) must be a multiple"),
+        ("--dataset cub200 --source_path /no/such/folder", "/no/such/folder"),
+        ("--compos_num 6 --diva_features discriminative selfsimilarity shared intra", "multiple of the number of heads"),
+        ("--evaluation_metrics e_recall@1 auc", "unknown evaluation metric 'auc'"),
+    ],
+)
+def test_bad_command_lines(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = train.main(shlex.split(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_logs_to_mlflow_and_resumes_the_same_run(tiny_demo_root, tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    save = tmp_path / "run"
+    argv = shlex.split(
+        f"--dataset demo --source_path {tiny_demo_root} --arch resnet18_frozen_normalize --n_epochs 2 --bs 32 "
+        f"--embed_dim 16 --crop_size 32 --resize_size 36 --kernels 0 --lr 1e-3 --evaluation_metrics e_recall@1 nmi "
+        f"--mlflow_uri {uri} --save_path {save} --run_name cli-test --threads 2"
+    )
+    original = Engine.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_second_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(Engine, "train_epoch", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(argv)
+    monkeypatch.setattr(Engine, "train_epoch", original)
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("dcml_core.train").experiment_id])
+    assert run.info.status == "FAILED" and "simulated crash" in run.data.tags["dcml.error"]
+    assert run.data.params["model.method"] == "margin" and run.data.params["data.batch_size"] == "32"
+
+    assert train.main(["--resume", str(save / "latest"), "--mlflow_uri", uri, "--threads", "2"]) == 0
+    (run,) = client.search_runs([run.info.experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_at_1")]
+    assert steps == [1, 2]  # one value per epoch, none logged twice
+    assert "test/recall_at_1" in run.data.metrics and "train/loss" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} >= {
+        "checkpoint/state.pt", "checkpoint/config.json"}

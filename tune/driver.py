@@ -1,0 +1,110 @@
+"""The part of ``tune/run.py`` that needs Ray: start or join it, open the MLflow sweep, fit, summarise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import ray
+
+from dcml_core.tracking import TrackingError, git_commit, package_versions, ui_command
+from search_spaces import SearchSpace
+from tune.cli import SweepSettings
+from tune.cluster import (
+    ClusterError,
+    check_resources,
+    check_tracking_for_cluster,
+    default_gpus_per_trial,
+    start_ray,
+)
+from tune.mlflow_callback import MLflowSweepCallback, tracker_for
+from tune.progress import ProgressCallback
+from tune.summary import ranked, records_from_results, summary_text
+from tune.tuner import asha_rungs, new_tuner, restore_tuner
+
+TOP_K_ARTIFACTS = 3
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 3
+
+
+def sweep_params(settings: SweepSettings, space: SearchSpace, gpus: float) -> dict[str, Any]:
+    """Parameters of the parent run."""
+    params: dict[str, Any] = {
+        **{k: v for k, v in settings.to_json().items() if k not in ("mlflow_uri",)},
+        "gpus_per_trial": gpus,
+        "max_epochs": space.n_epochs,
+        "sampled_params": ",".join(space.distributions()),
+        "metric": space.metric,
+        "mode": space.mode,
+    }
+    if settings.scheduler == "asha":
+        params.update({f"asha.{k}": v for k, v in space.scheduler.items()})
+    return params
+
+
+def sweep_tags(settings: SweepSettings, command: str) -> dict[str, str]:
+    """Tags of the parent run: code version, package versions, the command line."""
+    return {"dcml.space": settings.space, "dcml.git_commit": git_commit(), "dcml.command": command,
+            **package_versions()}  # fmt: skip
+
+
+def announce(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float) -> None:
+    rungs = asha_rungs(space.scheduler) if settings.scheduler == "asha" else []
+    print(
+        f"Sweep '{settings.name}' ({'resumed' if settings.resume else 'new'}): space {settings.space}, "
+        f"{settings.num_samples} trials x {space.n_epochs} epochs, searcher {settings.search} (seed {settings.seed}), "
+        f"scheduler {settings.scheduler}{f' (rungs at epochs {rungs})' if rungs else ''}\n"
+        f"  per trial {cpus:g} CPU, {gpus:g} GPU; at most {settings.max_concurrent or 'as resources allow'} at once; "
+        f"{len(ray.nodes())} Ray node(s)\n  storage {settings.sweep_path}\n  MLflow {settings.mlflow_uri} "
+        f"(experiment '{settings.name}')",
+        flush=True,
+    )
+
+
+def log_best_checkpoints(tracker: Any, records: list, k: int = TOP_K_ARTIFACTS) -> None:
+    """Upload the best checkpoint of the ``k`` best trials to their MLflow runs."""
+    for record in [r for r in ranked(records) if r.checkpoint is not None][:k]:
+        with record.checkpoint.as_directory() as directory:
+            tracker.log_checkpoint(record.trial_id, directory)
+
+
+def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
+    """Start or join Ray, run (or resume) the sweep, print the summary; returns the exit code."""
+    start = time.time()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.resume:
+        settings.save()
+    start_ray(settings.address)
+    try:
+        check_tracking_for_cluster(settings.mlflow_uri)
+        gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
+        cpus = settings.cpus_per_trial
+        check_resources(cpus, gpus)
+        announce(settings, space, cpus, gpus)
+        tracker = tracker_for(settings.mlflow_uri, settings.state_dir, settings.name)
+        tracker.start_sweep(sweep_params(settings, space, gpus), sweep_tags(settings, command))
+        callbacks = [MLflowSweepCallback(settings.mlflow_uri, settings.state_dir, settings.name, space.n_epochs),
+                     ProgressCallback(settings.num_samples, space.n_epochs)]  # fmt: skip
+        if settings.resume:
+            tuner = restore_tuner(settings, cpus, gpus)
+        else:
+            tuner = new_tuner(settings, space, cpus, gpus, callbacks)
+        results = tuner.fit()
+        records = records_from_results(results, list(space.distributions()), space.n_epochs)
+        interrupted = any(r.status == "unfinished" for r in records)
+        if not interrupted:
+            log_best_checkpoints(tracker, records)
+        text, metrics = summary_text(records, time.time() - start, gpus, cpus, ui_command(settings.mlflow_uri))
+        tracker.close_unfinished("KILLED")
+        tracker.finish_sweep(metrics, status="KILLED" if interrupted else "FINISHED")
+        print("\n" + text, flush=True)
+        if interrupted:
+            print(f"Sweep interrupted; continue it with: python tune/run.py --space {settings.space} "
+                  f"--name {settings.name} --resume", flush=True)  # fmt: skip
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+    except (ClusterError, TrackingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        ray.shutdown()

@@ -1,0 +1,50 @@
+"""One line per trial epoch and per trial event while a sweep runs (Ray's own tables are turned off)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from dcml_core.metric_names import EPOCH, OBJECTIVE
+from tune.mlflow_callback import error_summary, trial_epochs
+
+
+class ProgressCallback(Callback):
+    """Prints ``[12:01:03 done 3/8, 2 running] trial a1b2_00001 epoch 2/6 val R@1 0.153 ...`` lines."""
+
+    def __init__(self, num_samples: int, max_epochs: int) -> None:
+        self.num_samples = num_samples
+        self.max_epochs = max_epochs
+
+    def _print(self, trials: list, text: str) -> None:
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp} done {done}/{self.num_samples}, {running} running] {text}", file=sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, f"trial {trial.trial_id} started on {trial.node_ip or 'a node'}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        n = trial_epochs(trial.config, self.max_epochs)
+        text = (
+            f"trial {trial.trial_id} epoch {result.get(EPOCH, '?')}/{n} val R@1 {result.get(OBJECTIVE, float('nan')):.4f}"
+            f" (best {result.get(f'best/{OBJECTIVE}', float('nan')):.4f}) loss {result.get('train/loss', float('nan')):.4f}"
+            f" | {result.get('time/train_s', 0):.0f}s train, {result.get('time/eval_s', 0):.0f}s eval"
+        )
+        self._print(trials, text)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get(EPOCH, 0))
+        n = trial_epochs(trial.config, self.max_epochs)
+        what = "finished" if epochs >= n else f"stopped early by the scheduler after epoch {epochs}/{n}"
+        self._print(trials, f"trial {trial.trial_id} {what}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, f"trial {trial.trial_id} FAILED: {error_summary(trial)}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, f"trial {trial.trial_id} failed and will retry from its last checkpoint")

@@ -1,0 +1,112 @@
+"""Run a hyper-parameter sweep: ``python tune/run.py --space NAME`` (see ``--help`` and docs/sweeps.md).
+
+Parse -> validate everything without Ray (space, configurations, data root, MLflow store, storage, resume
+state) -> start or join Ray -> cluster checks -> MLflow parent run -> Tuner.fit (or restore) -> summary.
+Invalid input ends with one line on stderr and exit code 2, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: put the repository first, not tune/ (it would shadow modules)
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+    sys.path.insert(0, str(_HERE.parent))
+
+import shlex  # noqa: E402
+
+import search_spaces  # noqa: E402
+from dcml_core.config import ConfigError  # noqa: E402
+from dcml_core.tracking import TrackingError, check_tracking_uri, resolve_tracking_uri  # noqa: E402
+from tune.cli import (  # noqa: E402
+    SweepSettings,
+    UsageError,
+    build_parser,
+    check_args,
+    default_name,
+    load_saved,
+    merge_resume,
+    storage_root,
+)
+from tune.validation import validate_space  # noqa: E402
+
+EXIT_USAGE = 2
+
+
+def list_spaces() -> str:
+    """One paragraph per registered space."""
+    out = []
+    for name in search_spaces.available():
+        space = search_spaces.get(name)
+        sampled = ", ".join(space.distributions())
+        out.append(f"{name}: {space.description}\n    {space.n_epochs} epochs, samples {sampled}")
+    return "\n".join(out)
+
+
+def settings_from_args(args) -> SweepSettings:
+    """Checked settings of a new sweep or, with --resume, the saved ones."""
+    check_args(args)
+    space = search_spaces.get(args.space)
+    storage = storage_root(args.storage)
+    name = args.name or default_name(args.space)
+    if args.data_root is not None:
+        args.data_root = str(Path(args.data_root).expanduser().resolve())
+    if args.mlflow_uri is not None:
+        args.mlflow_uri = resolve_tracking_uri(args.mlflow_uri)
+    fresh = SweepSettings(
+        space=args.space, name=name, storage=storage, data_root=args.data_root,
+        num_samples=args.num_samples or space.defaults["num_samples"], max_epochs=args.max_epochs,
+        scheduler=args.scheduler or "asha", search=args.search or "optuna", gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial or space.defaults["cpus_per_trial"],
+        max_concurrent=args.max_concurrent or space.defaults["max_concurrent"], address=args.address,
+        mlflow_uri=args.mlflow_uri or resolve_tracking_uri(None), seed=0 if args.seed is None else args.seed,
+        dry_run=args.dry_run,
+    )  # fmt: skip
+    if args.resume:
+        saved = merge_resume(args, load_saved(fresh.state_dir))
+        return SweepSettings(**{**saved, "storage": storage, "address": args.address, "resume": True})
+    if not args.dry_run and fresh.storage_is_local and Path(fresh.sweep_path).exists() and any(Path(fresh.sweep_path).iterdir()):
+        raise UsageError(f"sweep '{name}' already exists in {fresh.sweep_path}: continue it with --resume or pick another --name")
+    return fresh
+
+
+def check_resumable(settings: SweepSettings) -> None:
+    from ray import tune
+
+    if not tune.Tuner.can_restore(settings.sweep_path):
+        raise UsageError(
+            f"sweep '{settings.name}' has no Tune state in {settings.sweep_path} (its driver stopped before the first "
+            "trial was set up); start it again without --resume"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.list:
+        print(list_spaces())
+        return 0
+    try:
+        settings = settings_from_args(args)
+        check_tracking_uri(settings.mlflow_uri)
+        if settings.resume:
+            check_resumable(settings)
+        space = search_spaces.get(settings.space).with_overrides(settings.data_root, settings.max_epochs)
+        report = validate_space(space, n=settings.num_samples if settings.dry_run else min(settings.num_samples, 8),
+                                seed=settings.seed)  # fmt: skip
+    except (UsageError, search_spaces.SearchSpaceError, ConfigError, TrackingError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.dry_run:
+        print(report.text(space, settings.seed))
+        return 0
+    from tune.driver import run_sweep  # imports Ray; only now
+
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    return run_sweep(settings, space, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""End-of-sweep summary: the best trials, what happened to every trial, time and device-hours spent."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dcml_core.metric_names import EPOCH, OBJECTIVE
+
+BEST_VAL, BEST_TEST = f"best/{OBJECTIVE}", "best/test/recall_at_1"
+
+
+@dataclass
+class TrialRecord:
+    """What the summary needs of one trial."""
+
+    trial_id: str
+    status: str  # completed | stopped early | failed | unfinished
+    epochs: int
+    params: dict[str, Any]
+    best_val: float
+    best_test: float
+    time_total_s: float
+    checkpoint: Any = None  # the trial's best checkpoint (tune.Checkpoint) when it has one
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def trial_status(ray_status: str, epochs: int, n_epochs: int) -> str:
+    """Summary status of a trial from Ray's status and how many epochs it ran."""
+    if ray_status == "ERROR":
+        return "failed"
+    if ray_status != "TERMINATED":
+        return "unfinished"
+    return "stopped early" if epochs < n_epochs else "completed"
+
+
+def records_from_results(results: Any, sampled: list[str], default_epochs: int) -> list[TrialRecord]:
+    """One record per trial of a ``ResultGrid`` (Ray's trials and results are in the same order)."""
+    records = []
+    for trial, result in zip(results._experiment_analysis.trials, results):
+        metrics = result.metrics or {}
+        epochs = int(metrics.get(EPOCH, 0))
+        n_epochs = int(_lookup(trial.config, "schedule.n_epochs") or default_epochs)
+        try:
+            checkpoint = result.get_best_checkpoint(OBJECTIVE, "max") if metrics else None
+        except (RuntimeError, ValueError, KeyError):
+            checkpoint = None
+        records.append(TrialRecord(
+            trial_id=trial.trial_id,
+            status=trial_status(trial.status, epochs, n_epochs),
+            epochs=epochs,
+            params={name: _lookup(trial.config, name) for name in sampled},
+            best_val=float(metrics.get(BEST_VAL, math.nan)),
+            best_test=float(metrics.get(BEST_TEST, math.nan)),
+            time_total_s=float(metrics.get("time_total_s", 0.0)),
+            checkpoint=checkpoint,
+        ))  # fmt: skip
+    return records
+
+
+def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials with a validation score, best first."""
+    return sorted((r for r in records if not math.isnan(r.best_val)), key=lambda r: -r.best_val)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def best_table(records: list[TrialRecord], top: int = 5) -> str:
+    """Fixed-width table of the ``top`` trials by best validation Recall@1."""
+    rows = ranked(records)[:top]
+    if not rows:
+        return "(no trial reported a validation result)"
+    names = list(rows[0].params)
+    header = ["#", "trial", *[n.split(".")[-1] for n in names], "val R@1", "test R@1*", "epochs", "status"]
+    body = [[str(i + 1), r.trial_id, *[_fmt(r.params[n]) for n in names], f"{r.best_val:.4f}",
+             f"{r.best_test:.4f}", str(r.epochs), r.status] for i, r in enumerate(rows)]  # fmt: skip
+    widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("* test Recall@1 at the epoch the validation Recall@1 selected (never used for selection)")
+    return "\n".join(lines)
+
+
+def counts(records: list[TrialRecord]) -> dict[str, int]:
+    out = {"completed": 0, "stopped early": 0, "failed": 0, "unfinished": 0}
+    for r in records:
+        out[r.status] += 1
+    return out
+
+
+def device_hours(records: list[TrialRecord], gpus_per_trial: float, cpus_per_trial: float) -> tuple[float, str]:
+    """Sum of trial time x devices held, in hours: GPU-hours if trials had GPUs, else CPU-core-hours."""
+    seconds = sum(r.time_total_s for r in records)
+    if gpus_per_trial > 0:
+        return seconds * gpus_per_trial / 3600, "GPU-hours"
+    return seconds * cpus_per_trial / 3600, "CPU-core-hours"
+
+
+def summary_text(
+    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5
+) -> tuple[str, dict[str, float]]:
+    """The printed summary and the numbers logged on the sweep's parent run."""
+    n = counts(records)
+    hours, unit = device_hours(records, gpus, cpus)
+    lines = [f"Best trials (of {len(records)}):", best_table(records, top), ""]
+    best = ranked(records)[0] if ranked(records) else None
+    if best is not None:
+        lines.append(f"Best configuration ({best.trial_id}): " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+        lines.append(f"  val Recall@1 {best.best_val:.4f}, test Recall@1 at that epoch {best.best_test:.4f}")
+    lines.append(
+        f"Trials: {n['completed']} completed, {n['stopped early']} stopped early, {n['failed']} failed"
+        + (f", {n['unfinished']} unfinished (resume with --resume)" if n["unfinished"] else "")
+    )
+    lines.append(f"Wall time {wall_s / 60:.1f} min; {hours:.3f} {unit} spent by trials")
+    lines.append(f"MLflow UI: {ui}")
+    metrics = {
+        "sweep/best_val_recall_at_1": best.best_val if best else math.nan,
+        "sweep/best_test_recall_at_1": best.best_test if best else math.nan,
+        "sweep/trials_completed": n["completed"],
+        "sweep/trials_stopped_early": n["stopped early"],
+        "sweep/trials_failed": n["failed"],
+        "sweep/wall_time_s": wall_s,
+        f"sweep/{unit.replace('-', '_').lower()}": hours,
+    }
+    return "\n".join(lines), metrics

@@ -1,0 +1,95 @@
+"""Checks a sweep's configurations and data before Ray starts, and prints them for ``--dry-run``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dcml_core.config import ExperimentConfig
+from dcml_core.data_bundle import DataBundle, prepare_data
+from dcml_core.evaluation import expand_evaltypes
+from dcml_core.models.backbones import parse_arch, resolve_weights
+from search_spaces import SearchSpace
+
+
+@dataclass
+class ValidationReport:
+    """Sampled configurations that passed every check, and what was found in the data."""
+
+    samples: list[dict[str, Any]]
+    configs: list[ExperimentConfig]
+    data: dict[str, Any]
+
+    def text(self, space: SearchSpace, seed: int) -> str:
+        """The ``--dry-run`` output: fixed settings, a table of the sampled values, the first full configuration."""
+        names = list(space.distributions())
+        rows = [[str(i + 1), *[_fmt(_lookup(s, n)) for n in names]] for i, s in enumerate(self.samples)]
+        header = ["#", *[n.split(".")[-1] for n in names]]
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+        table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+        lines = [
+            f"Search space '{space.name}': {space.description}",
+            f"Objective: {space.metric} ({space.mode}); {space.n_epochs} epochs per trial; ASHA {space.scheduler}",
+            f"Data: {json.dumps(self.data)}",
+            f"{len(self.samples)} configurations sampled at random (seed {seed}; the sweep's searcher draws its own):",
+            *table,
+            "",
+            "First configuration in full:",
+            self.configs[0].to_json(),
+            f"All {len(self.configs)} configurations are valid.",
+        ]
+        return "\n".join(lines)
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def resolved_pretrained(cfg: ExperimentConfig) -> str:
+    """What the engine loads for ``model.pretrained`` ('auto': ImageNet for the real data sets, none for demo)."""
+    if cfg.model.pretrained != "auto":
+        return cfg.model.pretrained
+    return "none" if cfg.data.dataset == "demo" else "imagenet"
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """What the configuration tree cannot check alone: evaltypes against heads, pretrained weights on disk."""
+    expand_evaltypes(cfg.eval.evaltypes, cfg.model.features, cfg.data.dataset)
+    try:
+        resolve_weights(parse_arch(cfg.model.arch).backbone, resolved_pretrained(cfg))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err} For sweeps: put the file into $TORCH_HOME/hub/checkpoints on every node, or set "
+            "model.pretrained in the search space"
+        ) from None
+
+
+def check_data(cfg: ExperimentConfig) -> DataBundle:
+    """Load and check the data set of a configuration (builds the demo set on first use)."""
+    bundle = prepare_data(cfg)
+    if not bundle.val:
+        raise ValueError(
+            f"the validation split of {cfg.data.dataset} is empty (data.val_fraction={cfg.data.val_fraction}); "
+            "sweeps optimise validation Recall@1 and need held-out training classes"
+        )
+    return bundle
+
+
+def validate_space(space: SearchSpace, n: int, seed: int) -> ValidationReport:
+    """Sample ``n`` configurations, check each, and check the data of every distinct data setting."""
+    samples = space.sample(n, seed)
+    configs = [space.build_config(s) for s in samples]
+    bundles = {}
+    for cfg in configs:
+        if cfg.data not in bundles:
+            bundles[cfg.data] = check_data(cfg)
+    for cfg in configs:
+        check_config(cfg)
+    return ValidationReport(samples, configs, next(iter(bundles.values())).summary())
