@@ -10,6 +10,7 @@ from analysis.mlflow_io import (
     EmptyExperimentError,
     ExperimentNotFoundError,
     SweepData,
+    latest_experiment,
     list_experiments,
     load_curves,
     load_runs,
@@ -19,7 +20,16 @@ from analysis.mlflow_io import (
 from analysis.params import config_id
 from analysis.repeats import repeat_configs, repeat_tags, top_k_configs
 from analysis.stats import MeanCI, mean_ci, seed_summary
-from analysis.tables import best_configs, config_labels, paper_table, stack_tables, to_latex, to_markdown, varying_params
+from analysis.tables import (
+    best_configs,
+    compare_table,
+    config_labels,
+    paper_table,
+    stack_tables,
+    to_latex,
+    to_markdown,
+    varying_params,
+)
 from analysis.trials import select_epochs, trial_table, wide_curves
 
 __all__ = [
@@ -29,8 +39,10 @@ __all__ = [
     "MeanCI",
     "SweepData",
     "best_configs",
+    "compare_table",
     "config_id",
     "config_labels",
+    "latest_experiment",
     "list_experiments",
     "load_curves",
     "load_runs",
@@ -49,4 +61,5 @@ __all__ = [
     "top_k_configs",
     "trial_table",
     "varying_params",
+    "wide_curves",
 ]

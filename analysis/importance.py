@@ -3,7 +3,7 @@
 The trials are read from MLflow, not from Optuna's storage: an in-memory study is rebuilt with
 ``optuna.trial.create_trial`` from each finished trial's varying parameters and its best validation objective,
 with distributions inferred from the values (numbers: their observed range, log-scaled when positive and
-spanning at least two decades; everything else: categorical).
+spanning at least a decade; everything else: categorical).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from analysis.stats import FINISHED
 from analysis.tables import varying_params
 
-LOG_SPAN = 100.0  # max/min ratio from which a positive numeric parameter is treated as log-scaled
+LOG_SPAN = 10.0  # max/min ratio from which a positive numeric parameter is treated as log-scaled
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,24 @@ def param_importances(
     params = [p for p in params if pool[p].notna().all() and pool[p].astype(str).nunique() > 1]
     name = type(evaluator).__name__ if evaluator is not None else _default_evaluator_name()
     if len(pool) < 2:
-        return Importance({}, name, len(pool), f"needs at least 2 finished trials with an objective, got {len(pool)}")
+        return Importance(
+            {}, name, len(pool), f"needs at least 2 finished trials with an objective, got {len(pool)}"
+        )
     if not params:
         return Importance({}, name, len(pool), "no parameter varies among the finished trials")
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     dists = {p: infer_distribution(pool[p]) for p in params}
-    for _, row in pool.iterrows():
-        values = {p: _plain(row[p]) for p in params}
-        study.add_trial(optuna.trial.create_trial(params=values, distributions=dists, value=float(row[objective])))
-    result = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line for a throwaway study
+    try:
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+        for _, row in pool.iterrows():
+            values = {p: _plain(row[p]) for p in params}
+            study.add_trial(
+                optuna.trial.create_trial(params=values, distributions=dists, value=float(row[objective]))
+            )
+        result = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return Importance(dict(result), name, len(pool), "")
 
 

@@ -58,7 +58,9 @@ def markdown_to_html(text: str, title: str = "") -> str:
             body.append("<ul>" + "".join(f"<li>{inline(s[2:])}</li>" for s in lines[i:end]) + "</ul>")
             i = end
         elif line.strip():
-            end = _block_end(lines, i, lambda s: bool(s.strip()) and not s.startswith(("#", "|", "- ", "```")))
+            end = _block_end(
+                lines, i, lambda s: bool(s.strip()) and not s.startswith(("#", "|", "- ", "```"))
+            )
             body.append(f"<p>{inline(' '.join(s.strip() for s in lines[i:end]))}</p>")
             i = end
         else:

@@ -3,7 +3,7 @@
 Layout read (written by ``tune/sweep_tracker.py`` and ``dcml_core/run_logger.py``): one experiment per sweep,
 a parent run tagged ``dcml.role=parent``, one child run per trial; every run that is not a parent counts as a
 trial, so experiments of ``python -m dcml_core.train`` runs load too. Metrics are logged with step = epoch.
-Only MlflowClient calls are used (no global ``mlflow.set_tracking_uri``), so several stores can be read at once.
+Only MlflowClient calls are used (no global ``mlflow.set_tracking_uri``): several stores can be read at once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from analysis.trials import PARENT_ROLE, ROLE_TAG, trial_table
 from dcml_core.metric_names import OBJECTIVE
 from dcml_core.tracking import DEFAULT_DB_NAME, resolve_tracking_uri
 
-SUMMARY_PREFIXES = ("best/", "final/")  # per-step copies of derived values; recomputed from the curves instead
+# Per-step copies of values derived from the curves (the trainable's running best); recomputed here instead.
+SUMMARY_PREFIXES = ("best/", "final/")
 CURVE_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
 
 
@@ -66,7 +67,7 @@ def client_for(tracking_uri: str | None = None) -> tuple[MlflowClient, str]:
     uri = resolve_tracking_uri(uri or None)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise FileNotFoundError(
-            f"no MLflow database at {uri[len('sqlite:///'):]}; pass --tracking-uri sqlite:///PATH/mlflow.db "
+            f"no MLflow database at {uri[len('sqlite:///') :]}; pass --tracking-uri sqlite:///PATH/mlflow.db "
             "(or the folder that holds it, or an http:// server)"
         )
     return MlflowClient(uri), uri
@@ -76,6 +77,17 @@ def list_experiments(tracking_uri: str | None = None) -> list[str]:
     """Names of the active experiments of a store, sorted."""
     client, _ = client_for(tracking_uri)
     return sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+
+
+def latest_experiment(tracking_uri: str | None = None) -> str:
+    """Name of the most recently created active experiment (other than MLflow's ``Default``)."""
+    client, uri = client_for(tracking_uri)
+    exps = [e for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY) if e.name != "Default"]
+    if not exps:
+        raise ExperimentNotFoundError(
+            f"no experiment in {uri}; run a sweep first (python tune/run.py --space demo)"
+        )
+    return max(exps, key=lambda e: e.creation_time or 0).name
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -121,8 +133,8 @@ def load_sweep(
     """Runs, curves and the trial table of one experiment.
 
     Args:
-        keys: metric histories to fetch; None fetches every metric except ``best/*`` and ``final/*``. Pass
-            e.g. ``[OBJECTIVE]`` for a fast ranking (then times fall back to run wall times).
+        keys: metric histories to fetch (the objective's is always fetched); None fetches every metric
+            except ``best/*`` and ``final/*``. A short list ranks faster; times then fall back to wall times.
     """
     client, uri = client_for(tracking_uri)
     exp_id = experiment_id(client, experiment)
@@ -133,8 +145,9 @@ def load_sweep(
             f"MLflow experiment '{experiment}' in {uri} has no trial runs yet"
             + (" (only the sweep's parent run)" if len(runs) else "")
         )
-    trial_runs = runs[~is_parent]
-    curves = fetch_curves(client, _metric_keys(trial_runs, keys), remote=uri.startswith(("http:", "https:")))
+    keys = None if keys is None else [*keys, objective]  # the selection needs the objective's curve
+    wanted = _metric_keys(runs[~is_parent], keys)
+    curves = fetch_curves(client, wanted, remote=uri.startswith(("http:", "https:")))
     parent = _parent(runs[is_parent])
     trials = trial_table(runs, curves, objective=objective, mode=mode, sweep=experiment)
     return SweepData(experiment, uri, exp_id, parent, runs, curves, trials)
@@ -183,7 +196,9 @@ def fetch_curves(client: MlflowClient, wanted: dict[str, list[str]], remote: boo
 def _search(client: MlflowClient, exp_id: str) -> list[Any]:
     runs, token = [], None
     while True:
-        page = client.search_runs([exp_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        page = client.search_runs(
+            [exp_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -206,8 +221,11 @@ def _parent(parents: pd.DataFrame) -> dict[str, Any]:
     if parents.empty:
         return {}
     row = parents.sort_values("start_time").iloc[0]
-    pick = lambda prefix: {c[len(prefix) :]: row[c] for c in parents.columns if c.startswith(prefix) and pd.notna(row[c])}  # noqa: E731,E501
-    return {"run_id": row["run_id"], "params": pick("params."), "tags": pick("tags.")}
+    return {"run_id": row["run_id"], "params": _prefixed(row, "params."), "tags": _prefixed(row, "tags.")}
+
+
+def _prefixed(row: pd.Series, prefix: str) -> dict[str, Any]:
+    return {c[len(prefix) :]: v for c, v in row.items() if c.startswith(prefix) and pd.notna(v)}
 
 
 def _tag(runs: pd.DataFrame, tag: str) -> pd.Series:

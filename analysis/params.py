@@ -1,10 +1,10 @@
 """MLflow parameters back to typed configuration values, and the seed-free configuration id.
 
-MLflow stores every parameter as text: the sweep tracker writes lists as JSON (``["discriminative", "shared"]``),
-the single-run logger as ``discriminative,shared``; ``None`` becomes ``"None"``. :func:`canonical_flat` turns
-either form (or the Python values of ``ExperimentConfig.flat()``) into the same typed flat dict, using the type
-annotations of the configuration dataclasses, without building (and validating) an ``ExperimentConfig`` — so
-reading a sweep never imports torch.
+MLflow stores every parameter as text: the sweep tracker writes lists as JSON
+(``["discriminative", "shared"]``), the single-run logger as ``discriminative,shared``; ``None`` becomes
+``"None"``. :func:`canonical_flat` turns either form (or the Python values of ``ExperimentConfig.flat()``)
+into the same typed flat dict, using the type annotations of the configuration dataclasses, without building
+(and validating) an ``ExperimentConfig``, so reading a sweep never imports torch.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def config_fields() -> dict[str, tuple[Any, Any]]:
 
 
 def parse_value(value: Any, tp: Any) -> Any:
-    """A parameter (text or Python value) as the annotation ``tp`` describes; ValueError if it does not fit."""
+    """A parameter (text or Python value) as the annotation ``tp`` describes; ValueError if it cannot."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)

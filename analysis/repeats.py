@@ -1,4 +1,4 @@
-"""Seed repeats of a finished sweep: its best configurations, one full-length config per (configuration, seed).
+"""Seed repeats of a finished sweep: its best configurations, one full-length config per (config, seed).
 
 Used by ``python tune/run.py --repeat-top-k K --seeds N --from NAME``: :func:`top_k_configs` reads the
 finished sweep from MLflow, :func:`repeat_configs` expands the configurations over seeds, and
@@ -20,7 +20,9 @@ from dcml_core.config import ExperimentConfig
 from dcml_core.metric_names import OBJECTIVE
 
 
-def top_k_configs(tracking_uri: str | None, experiment: str, k: int, mode: str = "max") -> list[dict[str, Any]]:
+def top_k_configs(
+    tracking_uri: str | None, experiment: str, k: int, mode: str = "max"
+) -> list[dict[str, Any]]:
     """The ``k`` best distinct configurations of a sweep, ranked by best validation objective.
 
     Only finished trials count (early-stopped ones included). Configurations that ran several times (same
@@ -37,14 +39,19 @@ def top_k_configs(tracking_uri: str | None, experiment: str, k: int, mode: str =
         raise ValueError(
             f"sweep '{experiment}' has no finished trial with a value of {OBJECTIVE}; nothing to repeat"
         )
-    means = done.groupby("config_id")["objective"].mean().sort_values(ascending=(mode == "min"), kind="stable")
+    means = (
+        done.groupby("config_id")["objective"].mean().sort_values(ascending=(mode == "min"), kind="stable")
+    )
     runs = sweep.runs.set_index("run_id")
     out = []
     for cid in means.index[:k]:
         group = done[done["config_id"] == cid]
         best = group.loc[group["objective"].idxmax() if mode == "max" else group["objective"].idxmin()]
-        params = {c[len("params.") :]: v for c, v in runs.loc[best["run_id"]].items()
-                  if c.startswith("params.") and isinstance(v, str)}  # fmt: skip
+        params = {
+            c[len("params.") :]: v
+            for c, v in runs.loc[best["run_id"]].items()
+            if c.startswith("params.") and isinstance(v, str)
+        }
         out.append(config_from_params(params))
     return out
 
@@ -53,7 +60,9 @@ def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Validated nested configuration dict from flat MLflow params (text values parsed by their types)."""
     flat = canonical_flat(params)
     if not flat:
-        raise ValueError(f"no configuration parameters among {sorted(params)[:8]}...; cannot rebuild the config")
+        raise ValueError(
+            f"no configuration parameters among {sorted(params)[:8]}...; cannot rebuild the config"
+        )
     return ExperimentConfig.from_dict(nested(flat)).to_dict()
 
 

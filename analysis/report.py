@@ -17,7 +17,13 @@ import pandas as pd
 from analysis import plots, tables
 from analysis.importance import param_importances
 from analysis.md_html import markdown_to_html
-from analysis.mlflow_io import EmptyExperimentError, ExperimentNotFoundError, SweepData, client_for, load_sweep
+from analysis.mlflow_io import (
+    EmptyExperimentError,
+    ExperimentNotFoundError,
+    SweepData,
+    client_for,
+    load_sweep,
+)
 from analysis.stats import seed_summary
 from dcml_core.tracking import TrackingError, check_tracking_uri, is_remote
 
@@ -28,12 +34,13 @@ FIGURES = {
     "val_vs_test": "Validation against test Recall@1 (does selection transfer?)",
     "quality_vs_cost": "Quality against device-hours",
 }
+SWEEP_PARAMS = ("space", "search", "searcher", "scheduler", "seed", "num_samples", "max_epochs")
 DEFINITIONS = """\
 - **Validation-selected**: test metrics at the first epoch with the best validation Recall@1 (or the latest \
 test evaluation before it when test was not evaluated at that epoch). This is the number to report.
-- **Best-test-epoch**: test metrics at the epoch with the best *test* Recall@1, the convention of the original \
-DiVA/DCML/Revisiting code. It selects on the test set and is optimistic; use it only to compare with \
-published figures.
+- **Best-test-epoch**: test metrics at the epoch with the best *test* Recall@1, the convention of the \
+original DiVA/DCML/Revisiting code. It selects on the test set and is optimistic; use it only to compare \
+with published figures.
 - Values are percent; `mean ± h` is the mean over seeds and the half-width of the 95% Student-t interval \
 (no interval with one seed). Only finished runs count (early-stopped ones included).
 - Device-hours: summed per-epoch train + evaluation time times the devices each trial held \
@@ -80,11 +87,19 @@ def render_markdown(
     parts = [f"# Sweep report: {sweep.name}", _overview(sweep)]
     best = tables.best_configs(sweep.trials, k=top_k)
     parts += [f"## Best configurations (top {top_k} by validation Recall@1)", _best_table(best)]
-    parts += ["## Test results, validation-selected", tables.to_markdown(val_table),
-              "LaTeX: `table_val.tex`", "```latex\n" + tables.to_latex(val_table).rstrip() + "\n```"]  # fmt: skip
-    parts += ["## Test results, best-test-epoch convention (for comparison with published figures only)",
-              "Selected on the **test** set, like the original projects; optimistic.", tables.to_markdown(oracle_table),
-              "LaTeX: `table_oracle.tex`"]  # fmt: skip
+    parts += [
+        "## Test results, validation-selected",
+        _untested_note(sweep),
+        tables.to_markdown(val_table),
+        "LaTeX: `table_val.tex`",
+        "```latex\n" + tables.to_latex(val_table).rstrip() + "\n```",
+    ]
+    parts += [
+        "## Test results, best-test-epoch convention (for comparison with published figures only)",
+        "Selected on the **test** set, like the original projects; optimistic.",
+        tables.to_markdown(oracle_table),
+        "LaTeX: `table_oracle.tex`",
+    ]
     seeds = _seed_section(sweep)
     if seeds:
         parts += ["## Mean ± CI per configuration over seeds", seeds]
@@ -94,17 +109,12 @@ def render_markdown(
     if other is not None:
         parts += _comparison(sweep, other)
     parts += ["## Definitions", DEFINITIONS]
-    return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+    return "\n\n".join(p.rstrip("\n") for p in parts if p) + "\n"
 
 
 def to_html(text: str, title: str) -> str:
-    """HTML of the report: the ``markdown`` package when installed, else analysis.md_html."""
-    try:
-        import markdown  # noqa: PLC0415
-    except ImportError:
-        return markdown_to_html(text, title=title)
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    return f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>{body}</body></html>\n"
+    """HTML page of the report (analysis.md_html: the ``markdown`` package is not a dependency)."""
+    return markdown_to_html(text, title=title)
 
 
 def _figures(sweep: SweepData, other: SweepData | None, out: Path) -> list[Path]:
@@ -125,21 +135,39 @@ def _figures(sweep: SweepData, other: SweepData | None, out: Path) -> list[Path]
 def _overview(sweep: SweepData) -> str:
     trials = sweep.trials
     params = sweep.parent.get("params", {})
-    lines = [f"Experiment `{sweep.name}` in `{sweep.tracking_uri}`, generated {time.strftime('%Y-%m-%d %H:%M')}."]
+    lines = [
+        f"Experiment `{sweep.name}` in `{sweep.tracking_uri}`, generated {time.strftime('%Y-%m-%d %H:%M')}."
+    ]
     if params:
-        keys = [k for k in ("space", "search", "searcher", "scheduler", "seed", "num_samples", "max_epochs") if k in params]
+        keys = [k for k in SWEEP_PARAMS if k in params]
         lines.append("Sweep: " + ", ".join(f"{k} `{params[k]}`" for k in keys) + ".")
     if sweep.repeat_of:
         lines.append(f"Seed repeats of sweep `{sweep.repeat_of}`: runs are grouped by configuration id.")
     done = trials["status"] == "FINISHED"
     early = done & trials["stopped_early"].astype(bool)
-    counts = {"ran to the end": int((done & ~early).sum()), "stopped early": int(early.sum()),
-              "failed": int((trials["status"] == "FAILED").sum()),
-              "killed or unfinished": int((~trials["status"].isin(["FINISHED", "FAILED"])).sum())}  # fmt: skip
+    counts = {
+        "ran to the end": int((done & ~early).sum()),
+        "stopped early": int(early.sum()),
+        "failed": int((trials["status"] == "FAILED").sum()),
+        "killed or unfinished": int((~trials["status"].isin(["FINISHED", "FAILED"])).sum()),
+    }
     lines.append(f"Trials: {len(trials)} (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ").")
     for unit, hours in trials.groupby("device_unit")["device_hours"].sum().items():
         lines.append(f"Compute: {hours:.3g} {unit}.")
     return " ".join(lines)
+
+
+def _untested_note(sweep: SweepData) -> str:
+    trials = sweep.trials
+    finished = trials[(trials["status"] == "FINISHED") & trials["objective"].notna()]
+    missing = int(finished["sel_test_epoch"].isna().sum()) if "sel_test_epoch" in finished else len(finished)
+    if not missing:
+        return ""
+    return (
+        f"{missing} of {len(finished)} finished runs have no test evaluation at or before their "
+        "validation-selected epoch (their cells read –); single runs evaluate test only every "
+        "`eval.test_every` epochs and at the end."
+    )
 
 
 def _best_table(best: pd.DataFrame) -> str:
@@ -153,8 +181,8 @@ def _best_table(best: pd.DataFrame) -> str:
 
 
 def _seed_section(sweep: SweepData) -> str:
-    summary = seed_summary(sweep.trials, ["objective", "sel_test/recall_at_1"] if "sel_test/recall_at_1"
-                           in sweep.trials.columns else ["objective"])  # fmt: skip
+    metrics = [m for m in ("objective", "sel_test/recall_at_1") if m in sweep.trials.columns]
+    summary = seed_summary(sweep.trials, metrics)
     if summary.empty or summary["n"].max() < 2:
         return ""
     labels = tables.config_labels(sweep.trials)
@@ -170,12 +198,17 @@ def _seed_section(sweep: SweepData) -> str:
 
 
 def _comparison(sweep: SweepData, other: SweepData) -> list[str]:
-    parts = [f"## Comparison: `{sweep.name}` against `{other.name}`",
-             "Best configuration of each sweep (by validation Recall@1)."]  # fmt: skip
+    parts = [
+        f"## Comparison: `{sweep.name}` against `{other.name}`",
+        "Best configuration of each sweep (by validation Recall@1).",
+    ]
     for selection, title in tables.SELECTION_TITLES.items():
-        stacked = tables.stack_tables({s.name: tables.paper_table(s.trials, selection, k=1) for s in (sweep, other)})
+        stacked = tables.compare_table({sweep.name: sweep.trials, other.name: other.trials}, selection)
         parts += [f"### {title.capitalize()}", tables.to_markdown(stacked)]
-    parts += [f"### Learning curves of `{other.name}`", f"![Learning curves of {other.name}](compare_curves.png)"]
+    parts += [
+        f"### Learning curves of `{other.name}`",
+        f"![Learning curves of {other.name}](compare_curves.png)",
+    ]
     return parts
 
 
@@ -183,16 +216,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (2 with one error line on bad input)."""
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment (= sweep name)")
-    parser.add_argument("--tracking-uri", default=None, help="sqlite:///PATH, http://HOST:PORT or a folder "
-                        "holding mlflow.db (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")  # fmt: skip
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="sqlite:///PATH, http://HOST:PORT or a folder "
+        "holding mlflow.db (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",
+    )
     parser.add_argument("--out", required=True, help="folder for report.md, report.html and the figures")
     parser.add_argument("--compare", default=None, help="a second experiment to compare with (e.g. DiVA)")
     parser.add_argument("--top-k", type=int, default=5, help="configurations in the tables (default 5)")
     args = parser.parse_args(argv)
     try:
         files = build_report(args.experiment, args.out, args.tracking_uri, args.compare, args.top_k)
-    except (ExperimentNotFoundError, EmptyExperimentError, FileNotFoundError, NotADirectoryError,
-            TrackingError, ValueError) as err:  # fmt: skip
+    except (
+        ExperimentNotFoundError,
+        EmptyExperimentError,
+        FileNotFoundError,
+        NotADirectoryError,
+        TrackingError,
+        ValueError,
+    ) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {files[0]} and {len(files) - 1} more files in {Path(args.out).resolve()}")

@@ -71,8 +71,19 @@ def seed_summary(
             finite = group[np.isfinite(group[metric].astype(float))]
             s = mean_ci(finite[metric].astype(float), confidence)
             seeds = ",".join(str(v) for v in finite["seed"].tolist()) if "seed" in group else ""
-            rows.append({by: key, "metric": metric, "n": s.n, "mean": s.mean, "std": s.std, "ci": s.ci,
-                         "ci_low": s.low, "ci_high": s.high, "seeds": seeds})  # fmt: skip
+            rows.append(
+                {
+                    by: key,
+                    "metric": metric,
+                    "n": s.n,
+                    "mean": s.mean,
+                    "std": s.std,
+                    "ci": s.ci,
+                    "ci_low": s.low,
+                    "ci_high": s.high,
+                    "seeds": seeds,
+                }
+            )
     columns = [by, "metric", "n", "mean", "std", "ci", "ci_low", "ci_high", "seeds"]
     return pd.DataFrame(rows, columns=columns)
 

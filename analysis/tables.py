@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.params import config_fields
 from analysis.stats import FINISHED, seed_summary
 from analysis.trials import SELECTIONS
 
@@ -32,16 +33,15 @@ def metric_label(name: str) -> str:
     return f"R@{match.group(1)}" if match else LABELS.get(name, name)
 
 
-def paper_metrics(trials: pd.DataFrame, prefix: str = "sel_test/") -> list[str]:
-    """Recall@k present in the table (ascending k; SOP gives 1, 10, 100), then NMI, F1, MAP@R."""
-    ks = sorted(int(m.group(1)) for c in trials.columns if (m := re.fullmatch(rf"{re.escape(prefix)}recall_at_(\d+)", c)))
+def paper_metrics(trials: pd.DataFrame) -> list[str]:
+    """Recall@k logged for the primary evaltype (ascending k; SOP: 1, 10, 100), then NMI, F1, MAP@R."""
+    pattern = re.compile(r"(?:best_val|final_val|sel_test|oracle_test)/recall_at_(\d+)")
+    ks = sorted({int(m.group(1)) for c in trials.columns if (m := pattern.fullmatch(c))})
     return [f"recall_at_{k}" for k in ks] + list(PAPER_METRICS)
 
 
 def varying_params(trials: pd.DataFrame) -> list[str]:
-    """Configuration columns with more than one value among the trials (seed and machine settings left out)."""
-    from analysis.params import config_fields  # noqa: PLC0415 - keeps module import light
-
+    """Configuration columns with more than one value among the trials (not the seed nor machine settings)."""
     keys = [c for c in trials.columns if c in config_fields() and c not in NOT_PARAMS]
     return [c for c in keys if trials[c].astype(str).nunique(dropna=False) > 1]
 
@@ -78,11 +78,21 @@ def best_configs(
     rows = []
     for cid, group in pool.groupby("config_id", sort=False):
         best = group.loc[group["objective"].idxmax() if mode == "max" else group["objective"].idxmin()]
-        rows.append({"config_id": cid, "configuration": labels[cid], "n_runs": len(group),
-                     "objective": group["objective"].mean(), "objective_max": group["objective"].max(),
-                     "best_run_id": best["run_id"], "best_run_name": best["run_name"],
-                     "best_epoch": best["best_epoch"], "epochs_run": best["epochs_run"],
-                     "stopped_early": best["stopped_early"], **{p: best[p] for p in params}})  # fmt: skip
+        rows.append(
+            {
+                "config_id": cid,
+                "configuration": labels[cid],
+                "n_runs": len(group),
+                "objective": group["objective"].mean(),
+                "objective_max": group["objective"].max(),
+                "best_run_id": best["run_id"],
+                "best_run_name": best["run_name"],
+                "best_epoch": best["best_epoch"],
+                "epochs_run": best["epochs_run"],
+                "stopped_early": best["stopped_early"],
+                **{p: best[p] for p in params},
+            }
+        )
     out = pd.DataFrame(rows).sort_values("objective", ascending=(mode == "min"), kind="stable").head(k)
     out.insert(0, "rank", range(1, len(out) + 1))
     return out.reset_index(drop=True)
@@ -105,7 +115,7 @@ def paper_table(
         raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     prefix = SELECTIONS[selection]
     ranked = best_configs(trials, k=k if k is not None else len(trials), mode=mode, statuses=statuses)
-    metrics = paper_metrics(trials, prefix)
+    metrics = paper_metrics(trials)
     for m in metrics:  # metrics a data set does not log stay empty ("–") instead of failing
         if prefix + m not in trials.columns:
             trials = trials.assign(**{prefix + m: np.nan})
@@ -123,13 +133,22 @@ def paper_table(
 
 def stack_tables(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Paper tables of several sweeps in one, each configuration prefixed with its sweep's name."""
-    parts = [t.assign(configuration=[f"{name}: {c}" for c in t["configuration"]]) for name, t in tables.items()]
+    parts = [
+        t.assign(configuration=[f"{name}: {c}" for c in t["configuration"]]) for name, t in tables.items()
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def compare_table(sweeps: Mapping[str, pd.DataFrame], selection: str = "val", k: int = 1) -> pd.DataFrame:
+    """The best ``k`` configurations of each sweep (``{name: trial table}``) in one paper table."""
+    return stack_tables({name: paper_table(trials, selection, k=k) for name, trials in sweeps.items()})
 
 
 def format_cells(table: pd.DataFrame, scale: float = 100.0, digits: int = 2, pm: str = "±") -> pd.DataFrame:
     """Strings ``"68.42 ± 1.23"`` (percent by default); ``"68.42"`` for one seed; ``"–"`` when missing."""
-    means = [c for c in table.columns if c not in ("config_id", "configuration", "n") and not c.endswith(" ci")]
+    means = [
+        c for c in table.columns if c not in ("config_id", "configuration", "n") and not c.endswith(" ci")
+    ]
     out = pd.DataFrame({"Configuration": table["configuration"], "n": table["n"].astype(int).astype(str)})
     for col in means:
         out[col] = [format_mean_ci(m, h, scale, digits, pm) for m, h in zip(table[col], table[f"{col} ci"])]
@@ -138,10 +157,13 @@ def format_cells(table: pd.DataFrame, scale: float = 100.0, digits: int = 2, pm:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of a DataFrame's string values (``|`` escaped)."""
-    cells = lambda values: "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"  # noqa: E731
-    lines = [cells(frame.columns), "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += [cells(row) for row in frame.itertuples(index=False)]
+    lines = [_md_row(frame.columns), "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += [_md_row(row) for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def _md_row(values: Sequence[object]) -> str:
+    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
 
 
 def latex_table(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
@@ -154,16 +176,29 @@ def latex_table(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
     lines += [f"\\begin{{tabular}}{{l{'c' * (len(frame.columns) - 1)}}}", "\\toprule"]
     lines.append(" & ".join(latex_escape(str(c)) for c in frame.columns) + " \\\\")
     lines.append("\\midrule")
-    lines += [" & ".join(latex_escape(str(v)) for v in row) + " \\\\" for row in frame.itertuples(index=False)]
+    lines += [
+        " & ".join(latex_escape(str(v)) for v in row) + " \\\\" for row in frame.itertuples(index=False)
+    ]
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def latex_escape(text: str) -> str:
     """Escape ``& % $ # _ { } ~ ^ \\``; ``±`` -> ``$\\pm$``, ``–`` -> ``--``."""
-    table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-             "±": r"$\pm$", "–": "--"}  # fmt: skip
+    table = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "±": r"$\pm$",
+        "–": "--",
+    }
     return "".join(table.get(ch, ch) for ch in text)
 
 

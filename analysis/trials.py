@@ -23,15 +23,21 @@ import pandas as pd
 from analysis.params import canonical_flat, config_fields, config_id, display_value
 from dcml_core.metric_names import OBJECTIVE
 
+# Tags written by tune/sweep_tracker.py (and, for seed repeats, tune/run.py via analysis.repeats.repeat_tags).
 ROLE_TAG, PARENT_ROLE = "dcml.role", "parent"
-SWEEP_TAG, TRIAL_TAG, STOPPED_TAG, ERROR_TAG = "dcml.sweep", "ray.trial_id", "dcml.stopped_early", "dcml.error"
+SWEEP_TAG, TRIAL_TAG = "dcml.sweep", "ray.trial_id"
+STOPPED_TAG, ERROR_TAG = "dcml.stopped_early", "dcml.error"
 REPEAT_TAG, CONFIG_TAG = "dcml.repeat_of", "dcml.config_id"
 TIME_SUFFIX = "eval_time_s"
 SELECTIONS = {"val": "sel_test/", "oracle": "oracle_test/"}  # table conventions -> column prefixes
 
 
 def trial_table(
-    runs: pd.DataFrame, curves: pd.DataFrame, objective: str = OBJECTIVE, mode: str = "max", sweep: str | None = None
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    objective: str = OBJECTIVE,
+    mode: str = "max",
+    sweep: str | None = None,
 ) -> pd.DataFrame:
     """One row per non-parent run, ordered by start time.
 
@@ -44,7 +50,9 @@ def trial_table(
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    roles = runs[f"tags.{ROLE_TAG}"] if f"tags.{ROLE_TAG}" in runs.columns else pd.Series(None, index=runs.index)
+    roles = (
+        runs[f"tags.{ROLE_TAG}"] if f"tags.{ROLE_TAG}" in runs.columns else pd.Series(None, index=runs.index)
+    )
     parents = runs[roles == PARENT_ROLE]
     devices = {row["run_id"]: _params(row) for _, row in parents.iterrows()}
     by_run = {run_id: part for run_id, part in curves.groupby("run_id")}
@@ -69,8 +77,13 @@ def wide_curves(curves: pd.DataFrame) -> pd.DataFrame:
 
 def select_epochs(wide: pd.DataFrame, objective: str = OBJECTIVE, mode: str = "max") -> dict[str, Any]:
     """Best/final validation metrics and test metrics under both conventions (module docstring)."""
-    out: dict[str, Any] = {"objective": np.nan, "best_epoch": np.nan, "final_epoch": np.nan,
-                           "sel_test_epoch": np.nan, "oracle_test_epoch": np.nan}  # fmt: skip
+    out: dict[str, Any] = {
+        "objective": np.nan,
+        "best_epoch": np.nan,
+        "final_epoch": np.nan,
+        "sel_test_epoch": np.nan,
+        "oracle_test_epoch": np.nan,
+    }
     if objective not in wide.columns or wide[objective].dropna().empty:
         return out
     val = [k for k in wide.columns if k.startswith("val/") and not k.endswith(TIME_SUFFIX)]
@@ -137,14 +150,27 @@ def _trial_row(
     compute = compute_seconds(wide, wall)
     count, unit = devices(params, parent)
     row = {
-        "run_id": run["run_id"], "run_name": run["run_name"], "trial_id": _get(run, TRIAL_TAG) or run["run_name"],
-        "sweep": _get(run, SWEEP_TAG) or sweep, "status": run["status"], "error": _get(run, ERROR_TAG),
-        "start_time": run["start_time"], "end_time": run["end_time"],
-        "config_id": _get(run, CONFIG_TAG) or config_id(params), "repeat_of": _get(run, REPEAT_TAG),
-        "seed": config.get("seed"), "objective": chosen.pop("objective"), "best_epoch": chosen.pop("best_epoch"),
-        "epochs_run": epochs_run, "n_epochs": n_epochs, "stopped_early": stopped_early,
-        "wall_time_s": wall, "compute_s": compute, "device_hours": compute * count / 3600, "device_unit": unit,
-    }  # fmt: skip
+        "run_id": run["run_id"],
+        "run_name": run["run_name"],
+        "trial_id": _get(run, TRIAL_TAG) or run["run_name"],
+        "sweep": _get(run, SWEEP_TAG) or sweep,
+        "status": run["status"],
+        "error": _get(run, ERROR_TAG),
+        "start_time": run["start_time"],
+        "end_time": run["end_time"],
+        "config_id": _get(run, CONFIG_TAG) or config_id(params),
+        "repeat_of": _get(run, REPEAT_TAG),
+        "seed": config.get("seed"),
+        "objective": chosen.pop("objective"),
+        "best_epoch": chosen.pop("best_epoch"),
+        "epochs_run": epochs_run,
+        "n_epochs": n_epochs,
+        "stopped_early": stopped_early,
+        "wall_time_s": wall,
+        "compute_s": compute,
+        "device_hours": compute * count / 3600,
+        "device_unit": unit,
+    }
     row.update({k: display_value(v) for k, v in config.items() if k != "seed"})
     row.update(chosen)
     return row
@@ -175,7 +201,13 @@ def _numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Configuration columns whose values are all numbers (e.g. ``schedule.tau`` = ``55``) become numeric."""
     for col in columns:
         values = frame[col].dropna()
-        if values.empty or frame[col].dtype != object or values.map(lambda v: isinstance(v, bool)).any():
+        if (
+            values.empty
+            or pd.api.types.is_numeric_dtype(frame[col])
+            or pd.api.types.is_bool_dtype(frame[col])
+        ):
+            continue
+        if values.map(lambda v: isinstance(v, (bool, np.bool_))).any():
             continue
         try:
             frame[col] = pd.to_numeric(frame[col])

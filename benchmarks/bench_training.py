@@ -40,6 +40,7 @@ from dcml_core.engine import Engine
 METHODS: tuple[str, ...] = ("margin", "diva", "dcml")
 FOUR_HEADS = ["discriminative", "selfsimilarity", "shared", "intra"]
 COMPONENTS: tuple[str, ...] = ("forward", "keys", "loss", "backward", "optimizer", "ema", "enqueue")
+CLOCKS: tuple[str, ...] = ("wall", "cpu")  # time.perf_counter, time.process_time (all threads)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class TrainingSettings:
     compos_num: int = 4
     key_batches: int = 50  # DiVA's moco_n_key_batches: queue of key_batches * batch keys
     warmup: int = 3
-    rounds: int = 15
+    rounds: int = 20
     component_rounds: int = 10
     pool: int = 4  # distinct pre-built batches, used in turn
     device: str = "auto"
@@ -147,18 +148,23 @@ def timed_step(engine: Engine) -> tuple[float, float]:
 
 
 class _Clock:
+    """Wall and process-CPU time between successive ``lap`` calls."""
+
     def __init__(self, device: torch.device) -> None:
-        self.device, self.laps = device, dict.fromkeys(COMPONENTS, 0.0)
+        self.device = device
+        self.laps = {clock: dict.fromkeys(COMPONENTS, 0.0) for clock in CLOCKS}
         _sync(device)
-        self.last = time.perf_counter()
+        self.last = {"wall": time.perf_counter(), "cpu": time.process_time()}
 
     def lap(self, name: str) -> None:
         _sync(self.device)
-        now = time.perf_counter()
-        self.laps[name], self.last = now - self.last, now
+        now = {"wall": time.perf_counter(), "cpu": time.process_time()}
+        for clock in CLOCKS:
+            self.laps[clock][name] = now[clock] - self.last[clock]
+        self.last = now
 
 
-def component_step(engine: Engine) -> dict[str, float]:
+def component_step(engine: Engine) -> dict[str, dict[str, float]]:
     """One iteration of ``Engine.train_epoch``'s loop (same calls, same order) with the time of each part."""
     model, obj, dev = engine.model, engine.objective, engine.device
     model.train()
@@ -188,8 +194,8 @@ def component_step(engine: Engine) -> dict[str, float]:
     return clock.laps
 
 
-def losses_step(engine: Engine) -> float:
-    """Seconds of the objective's forward + backward on detached network outputs: the losses alone."""
+def losses_step(engine: Engine) -> dict[str, float]:
+    """Wall/CPU seconds of the objective's forward + backward on detached network outputs: the losses alone."""
     model, obj = engine.model, engine.objective
     batch = engine.loaders.train_loader()[0]
     with torch.no_grad(), engine._autocast():
@@ -197,14 +203,12 @@ def losses_step(engine: Engine) -> float:
         keys = obj.keys(engine._to_device(batch[3])) if len(batch) > 3 else None
     heads = {k: v.detach().requires_grad_() for k, v in heads.items()}
     aux = {k: v.detach().requires_grad_() for k, v in aux.items()}
-    _sync(engine.device)
-    start = time.perf_counter()
+    clock = _Clock(engine.device)
     loss, _ = obj(heads, feats.detach(), aux, batch[1], batch[2], keys)
     loss.backward()
-    _sync(engine.device)
-    elapsed = time.perf_counter() - start
+    clock.lap("loss")
     obj.zero_grad(set_to_none=True)
-    return elapsed
+    return {c: clock.laps[c]["loss"] for c in CLOCKS}
 
 
 def epoch_overhead(engine: Engine, repeats: int = 5) -> float:
@@ -237,59 +241,61 @@ def measure(engines: dict[str, Engine], s: TrainingSettings) -> dict[str, Any]:
     for r in range(s.warmup):
         for m in _rotated(names, r):
             timed_step(engines[m])  # the first DiVA/DCML step also pre-fills the key queue
-    steps: dict[str, list[float]] = {m: [] for m in names}
-    cpu: dict[str, list[float]] = {m: [] for m in names}
+    steps: dict[str, dict[str, list[float]]] = {c: {m: [] for m in names} for c in CLOCKS}
     for r in range(s.rounds):
         for m in _rotated(names, r):
-            wall, used = timed_step(engines[m])
-            steps[m].append(wall)
-            cpu[m].append(used)
-    parts: dict[str, list[dict[str, float]]] = {m: [] for m in names}
-    losses: dict[str, list[float]] = {m: [] for m in names}
+            for clock, value in zip(CLOCKS, timed_step(engines[m])):
+                steps[clock][m].append(value)
+    parts: dict[str, list[dict[str, dict[str, float]]]] = {m: [] for m in names}
+    losses: dict[str, list[dict[str, float]]] = {m: [] for m in names}
     for r in range(s.component_rounds):
         for m in _rotated(names, r):
             parts[m].append(component_step(engines[m]))
             losses[m].append(losses_step(engines[m]))
     overhead = {m: epoch_overhead(engines[m]) for m in names}
-    return {"steps": steps, "cpu": cpu, "parts": parts, "losses": losses, "overhead": overhead}
+    return {"steps": steps, "parts": parts, "losses": losses, "overhead": overhead}
+
+
+def _ratios(times: list[float], base: list[float]) -> dict[str, Any]:
+    paired = np.asarray(times) / np.asarray(base)
+    return {
+        "ratio_of_medians": float(np.median(times) / np.median(base)),
+        "ratio_paired_median": float(np.median(paired)),
+        "ratio_paired_q1_q3": [float(np.percentile(paired, 25)), float(np.percentile(paired, 75))],
+    }
 
 
 def summarise(raw: dict[str, Any], base: str = "margin") -> dict[str, Any]:
-    """Medians, ratios to ``base`` and the component medians of every method."""
-    steps, cpu = raw["steps"], raw["cpu"]
+    """Per method and clock: step summary, ratios to ``base``, component medians, losses-alone median."""
     out: dict[str, Any] = {}
-    for m, times in steps.items():
-        paired = np.asarray(times) / np.asarray(steps[base])
-        comps = {c: float(np.median([p[c] for p in raw["parts"][m]])) for c in COMPONENTS}
-        out[m] = {
-            "step": summarize(times),
-            "ratio_of_medians": float(np.median(times) / np.median(steps[base])),
-            "ratio_paired_median": float(np.median(paired)),
-            "ratio_paired_q1_q3": [float(np.percentile(paired, 25)), float(np.percentile(paired, 75))],
-            "step_cpu": summarize(cpu[m]),
-            "cpu_ratio_of_medians": float(np.median(cpu[m]) / np.median(cpu[base])),
-            "components_median_s": comps,
-            "components_sum_s": float(sum(comps.values())),
-            "losses_fwd_bwd_median_s": float(np.median(raw["losses"][m])),
-            "epoch_overhead_s": raw["overhead"][m],
-        }
+    for m in raw["steps"]["wall"]:
+        out[m] = {"epoch_overhead_s": raw["overhead"][m]}
+        for clock in CLOCKS:
+            times = raw["steps"][clock][m]
+            comps = {c: float(np.median([p[clock][c] for p in raw["parts"][m]])) for c in COMPONENTS}
+            out[m][clock] = {
+                "step": summarize(times),
+                **_ratios(times, raw["steps"][clock][base]),
+                "components_median_s": comps,
+                "components_sum_s": float(sum(comps.values())),
+                "losses_fwd_bwd_median_s": float(np.median([x[clock] for x in raw["losses"][m]])),
+            }
     return out
 
 
-def explain(methods: dict[str, Any], base: str = "margin") -> dict[str, Any]:
+def explain(methods: dict[str, Any], clock: str, base: str = "margin") -> dict[str, Any]:
     """Where the extra time of each method over ``base`` goes, per component, in ms and in base steps."""
-    b = methods[base]
+    b = methods[base][clock]
     base_step = b["step"]["median_s"]
+    diva = methods["diva"][clock]["components_median_s"] if "diva" in methods else b["components_median_s"]
     out: dict[str, Any] = {
-        "key_forward_over_baseline_step": methods.get("diva", b)["components_median_s"]["keys"] / base_step,
-        "key_forward_over_query_forward": (
-            methods.get("diva", b)["components_median_s"]["keys"]
-            / max(methods.get("diva", b)["components_median_s"]["forward"], 1e-12)
-        ),
+        "key_forward_over_baseline_step": diva["keys"] / base_step,
+        "key_forward_over_query_forward": diva["keys"] / max(diva["forward"], 1e-12),
     }
     for m, r in methods.items():
         if m == base:
             continue
+        r = r[clock]
         delta = {c: r["components_median_s"][c] - b["components_median_s"][c] for c in COMPONENTS}
         out[m] = {
             "extra_ms": {c: round(1e3 * v, 2) for c, v in delta.items()},
@@ -323,7 +329,7 @@ def run(s: TrainingSettings) -> dict[str, Any]:
         "settings": dataclasses.asdict(s),
         "load": load,
         "methods": methods,
-        "explanation": explain(methods),
+        "explanation": {clock: explain(methods, clock) for clock in CLOCKS},
     }
 
 
@@ -336,42 +342,47 @@ def report(res: dict[str, Any]) -> None:
         f"{s['rounds']} interleaved rounds after {s['warmup']} warm-up"
     )
     print(f"  {describe_load(res['load'])}")
-    print(
-        f"  {'method':<7} {'median ms':>9} {'q1-q3 ms':>13} {'ratio of medians':>17} {'paired ratio':>13}"
-        f" {'CPU ms':>8} {'CPU ratio':>10}"
-    )
+    print(f"  {'':<7} {'wall clock':^49} | {'process CPU time (all threads)':^49}")
+    head = f"{'median ms':>9} {'q1-q3 ms':>13} {'ratio (medians)':>15} {'(paired)':>9}"
+    print(f"  {'method':<7} {head} | {head}")
     for m, r in methods.items():
-        st = r["step"]
-        print(
-            f"  {m:<7} {1e3 * st['median_s']:9.1f} {1e3 * st['q1_s']:6.0f}-{1e3 * st['q3_s']:<6.0f} "
-            f"{r['ratio_of_medians']:16.2f}x {r['ratio_paired_median']:12.2f}x"
-            f" {1e3 * r['step_cpu']['median_s']:8.1f} {r['cpu_ratio_of_medians']:9.2f}x"
-        )
-    print(f"  components, median ms over {s['component_rounds']} instrumented steps:")
+        cells = []
+        for clock in CLOCKS:
+            st, x = r[clock]["step"], r[clock]
+            cells.append(
+                f"{1e3 * st['median_s']:9.1f} {1e3 * st['q1_s']:6.0f}-{1e3 * st['q3_s']:<6.0f} "
+                f"{x['ratio_of_medians']:14.2f}x {x['ratio_paired_median']:8.2f}x"
+            )
+        print(f"  {m:<7} {cells[0]} | {cells[1]}")
+    for clock in CLOCKS:
+        _report_components(res, clock)
+    overhead = max(r["epoch_overhead_s"] for r in methods.values())
+    print(f"  per-epoch bookkeeping included in each timed step: <= {1e3 * overhead:.2f} ms")
+    warning = busy_warning(res["load"])
+    if warning:
+        print(f"  {warning}")
+
+
+def _report_components(res: dict[str, Any], clock: str) -> None:
+    methods, ex = res["methods"], res["explanation"][clock]
+    print(f"  components ({clock}), median ms over {res['settings']['component_rounds']} instrumented steps:")
     print("  " + f"{'method':<7}" + "".join(f"{c:>10}" for c in COMPONENTS) + f"{'sum':>9}{'losses f+b':>12}")
     for m, r in methods.items():
-        c = r["components_median_s"]
-        print(
-            f"  {m:<7}"
-            + "".join(f"{1e3 * c[k]:10.1f}" for k in COMPONENTS)
-            + f"{1e3 * r['components_sum_s']:9.1f}{1e3 * r['losses_fwd_bwd_median_s']:12.1f}"
-        )
-    ex = res["explanation"]
+        c = r[clock]["components_median_s"]
+        cells = "".join(f"{1e3 * c[k]:10.1f}" for k in COMPONENTS)
+        tail = f"{1e3 * r[clock]['components_sum_s']:9.1f}{1e3 * r[clock]['losses_fwd_bwd_median_s']:12.1f}"
+        print(f"  {m:<7}{cells}{tail}")
     print(
-        f"  key-encoder forward = {ex['key_forward_over_baseline_step']:.2f} baseline steps "
+        f"    key-encoder forward = {ex['key_forward_over_baseline_step']:.2f} baseline steps "
         f"({ex['key_forward_over_query_forward']:.2f}x the query forward with autograd)"
     )
     for m in methods:
         if m in ex:
             parts = ", ".join(f"{c} {v:+.2f}" for c, v in ex[m]["extra_in_baseline_steps"].items())
             print(
-                f"  {m} extra, in baseline steps: {parts} (components predict {ex[m]['predicted_ratio_from_components']:.2f}x)"
+                f"    {m} extra, in baseline steps: {parts} "
+                f"(components predict {ex[m]['predicted_ratio_from_components']:.2f}x)"
             )
-    overhead = max(r["epoch_overhead_s"] for r in methods.values())
-    print(f"  per-epoch bookkeeping included in each timed step: <= {1e3 * overhead:.2f} ms")
-    warning = busy_warning(res["load"])
-    if warning:
-        print(f"  {warning}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

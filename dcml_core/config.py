@@ -62,6 +62,9 @@ class DataConfig:
     crop_size: int | None = None  # None: 224 (227 for BN-Inception), 64 for the demo data
     resize_size: int | None = None  # None: 256, 72 for the demo data
     augmentation: Literal["base", "realistic"] = "base"
+    # RandomResizedCrop scale range; None: torchvision's (0.08, 1) as the reference, (0.5, 1) for the demo data,
+    # whose 64 px glyphs small crops would cut away.
+    crop_scale: tuple[float, ...] | None = None
     skip_bad_images: bool = False
     verify_images: bool = True
 
@@ -75,7 +78,16 @@ class DataConfig:
             crop, resize = 224, 256
         return self.crop_size or crop, self.resize_size or max(resize, self.crop_size or crop)
 
+    def resolved_crop_scale(self) -> tuple[float, float]:
+        if self.crop_scale is not None:
+            return (self.crop_scale[0], self.crop_scale[1])
+        return (0.5, 1.0) if self.dataset == "demo" else (0.08, 1.0)
+
     def validate(self, prefix: str = "data") -> None:
+        if self.crop_scale is not None and (
+            len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0
+        ):
+            _fail(f"{prefix}.crop_scale", self.crop_scale, "two numbers 0 < low <= high <= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             _fail(f"{prefix}.val_fraction", self.val_fraction, "a fraction in [0, 1)")
         for name in ("batch_size", "samples_per_class", "crop_size", "resize_size"):

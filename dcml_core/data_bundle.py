@@ -68,7 +68,6 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
     root = resolve_root(cfg)
     records = load_records(cfg.data.dataset, root)
     train, val, val_classes = class_disjoint_val_split(records.train, cfg.data.val_fraction, cfg.data.val_seed)
-    check_samples_per_class(train, cfg.data.samples_per_class)
     bad: list[str] = []
     test = list(records.test)
     if cfg.data.verify_images:
@@ -76,6 +75,7 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
         val, bad_val = verify_images(val, skip_bad=cfg.data.skip_bad_images)
         test, bad_test = verify_images(test, skip_bad=cfg.data.skip_bad_images)
         bad = [*bad_train, *bad_val, *bad_test]
+    check_samples_per_class(train, cfg.data.samples_per_class)  # after skipping bad files
     n_train_classes = len({r.label for r in train})
     return DataBundle(
         root,
@@ -97,7 +97,12 @@ class Loaders:
         crop, resize = cfg.data.image_sizes(cfg.model.arch)
         convention = input_convention(cfg.model.arch)
         self.train_tf = build_transforms(
-            "train", crop_size=crop, resize_size=resize, arch_input=convention, augmentation=cfg.data.augmentation
+            "train",
+            crop_size=crop,
+            resize_size=resize,
+            arch_input=convention,
+            augmentation=cfg.data.augmentation,
+            crop_scale=cfg.data.resolved_crop_scale(),
         )
         self.eval_tf = build_transforms("eval", crop_size=crop, resize_size=resize, arch_input=convention)
         two_views = "selfsimilarity" in cfg.model.features

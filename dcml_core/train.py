@@ -108,6 +108,7 @@ def build_parser() -> FlagParser:
     a("--val_seed", type=int, default=0)
     a("--crop_size", type=int, default=None)
     a("--resize_size", type=int, default=None)
+    a("--crop_scale", type=float, nargs=2, default=None, help="RandomResizedCrop scale (reference 0.08 1)")
     a("--test_every", type=int, default=1, help="evaluate the test split every N epochs (0: only at the end)")
     a("--skip_bad_images", action="store_true", help="skip and count unreadable images instead of failing")
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -205,6 +206,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             "num_workers": args.kernels,
             "crop_size": args.crop_size,
             "resize_size": args.resize_size,
+            "crop_scale": args.crop_scale,
             "skip_bad_images": args.skip_bad_images,
         },
         "model": {

@@ -94,3 +94,21 @@ def test_missing_root_is_reported_before_training(tmp_path):
     cfg = ExperimentConfig.from_dict({"data": {"dataset": "cub200", "root": str(tmp_path / "nowhere")}})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         Engine(cfg)
+
+
+def test_deep_clustering_variant_reclusters_and_resumes(tiny_demo_root, tmp_path):
+    cfg = ExperimentConfig.from_dict(
+        tiny_config(tiny_demo_root, "diva", model={"features": ["discriminative", "dc"]},
+                    diva={"dc_ncluster": 8, "dc_update_f": 2, "rho_decorrelation": [500]}, schedule={"n_epochs": 2})
+    )
+    engine = Engine(cfg)
+    assert engine.objective.decorrelation is None  # the DC variant has no decorrelation (§2.2.6)
+    out = engine.train_epoch()
+    labels = engine.objective.pseudo_labels
+    assert labels.shape == (len(engine.data.train),) and 1 < len(labels.unique()) <= 8
+    assert "train/loss_dc" in out
+    assert engine.optimizer.param_groups[-1]["lr"] == pytest.approx(10 * cfg.optim.lr)
+    engine.save(tmp_path / "ck")
+    restored = Engine.restore(tmp_path / "ck")
+    assert torch.equal(restored.objective.pseudo_labels, labels)
+    assert torch.equal(restored.objective.dc.classifier.weight, engine.objective.dc.classifier.weight)

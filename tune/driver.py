@@ -71,15 +71,14 @@ def log_best_checkpoints(tracker: Any, records: list, k: int = TOP_K_ARTIFACTS) 
 def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
     """Start or join Ray, run (or resume) the sweep, print the summary; returns the exit code."""
     start = time.time()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if not settings.resume:
-        settings.save()
     start_ray(settings.address)
     try:
         check_tracking_for_cluster(settings.mlflow_uri)
         gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
         cpus = settings.cpus_per_trial
         check_resources(cpus, gpus)
+        if not settings.resume:  # only now: a sweep refused above leaves nothing behind
+            settings.save()
         announce(settings, space, cpus, gpus)
         tracker = tracker_for(settings.mlflow_uri, settings.state_dir, settings.name)
         tracker.start_sweep(sweep_params(settings, space, gpus), sweep_tags(settings, command))

@@ -1,0 +1,145 @@
+"""``tune/run.py`` rejects bad input with one clear line (exit 2) before Ray starts; ``--dry-run`` validates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tests.test_tune_support import REPO, short_tmpdir, sweep_env, tiny_demo  # noqa: F401  (session fixture)
+
+from tune import run as run_module
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    code = run_module.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test writes under its own folder and uses its own MLflow store; Ray must never start here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("validation must fail before Ray starts"))
+
+
+@pytest.fixture()
+def cub_root(tmp_path, monkeypatch) -> Path:
+    """A tiny CUB200 in the Revisiting folder layout (10 classes x 4 images) and a stand-in for the weights."""
+    root = tmp_path / "data"
+    for c in range(1, 11):
+        folder = root / "cub200" / "images" / f"{c:03d}.Bird_{c}"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (24, 24), (20 * c, 10 * i, 0)).save(folder / f"Bird_{c}_{i}.jpg")
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "resnet50-0676ba61.pth").write_bytes(b"")  # only its presence is checked before a trial starts
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--space NAME is required"),
+        (["--space", "dcml_cbu"], "Did you mean 'dcml_cub'"),
+        (["--space", "demo", "--resume"], "--resume needs --name"),
+        (["--space", "demo", "--name", "a b"], "--name 'a b'"),
+        (["--space", "demo", "--address", "not an address"], "expected 'auto' or HOST:PORT"),
+        (["--space", "demo", "--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
+        (["--space", "demo", "--gpus-per-trial", "1.5"], "only whole GPUs"),
+        (["--space", "demo", "--num-samples", "0"], "--num-samples must be > 0"),
+        (["--space", "dcml_cub"], "no data root given for dataset 'cub200'"),
+        (["--space", "dcml_cub", "--data-root", "/nonexistent/cub"], "does not exist"),
+        (["--space", "demo", "--mlflow-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+        (["--space", "demo", "--mlflow-uri", "file:///tmp/mlruns"], "file store"),
+        (["--space", "demo", "--name", "nothing-here", "--resume"], "no sweep to resume"),
+    ],
+)  # fmt: skip
+def test_invalid_input_is_one_line_and_exit_code_2(capsys, argv, message) -> None:
+    code, out, err = _main(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_a_data_root_without_the_data_set_says_what_is_missing(capsys, tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = _main(capsys, "--space", "dcml_cub", "--data-root", str(tmp_path / "empty"), "--dry-run")
+    assert code == 2 and "no cub200 data set found" in err and "images/<NNN.class_name>" in err
+
+
+def test_storage_that_cannot_be_created_is_rejected(capsys, tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = _main(capsys, "--space", "demo", "--storage", str(tmp_path / "file" / "ray"))
+    assert code == 2 and "--storage" in err and "cannot create" in err
+
+
+def test_missing_pretrained_weights_are_reported(capsys, cub_root, tmp_path) -> None:
+    (tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth").unlink()
+    code, _, err = _main(capsys, "--space", "dcml_cub", "--data-root", str(cub_root), "--dry-run")
+    assert code == 2 and "ImageNet weights for resnet50 not found" in err
+
+
+def test_dry_run_validates_and_prints_the_sampled_configurations(capsys, cub_root) -> None:
+    code, out, err = _main(capsys, "--space", "dcml_cub", "--data-root", str(cub_root), "--dry-run",
+                           "--num-samples", "5", "--seed", "3")  # fmt: skip
+    assert code == 0, err
+    assert "All 5 configurations are valid." in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "compos_num" in line and "ensemble_num" in line)
+    assert [line.split()[0] for line in lines[header + 1 : header + 6]] == ["1", "2", "3", "4", "5"]
+    assert '"n_train_classes": 4' in out and '"n_val_classes": 1' in out  # 5 train classes, 20 % held out
+    first = json.loads(out[out.index("First configuration in full:") + 28 : out.index("All 5 configurations")])
+    assert first["data"]["root"] == str(cub_root) and first["model"]["method"] == "dcml"
+    assert not (Path.cwd() / "runs" / "ray").exists() or not any((Path.cwd() / "runs" / "ray").iterdir())
+
+
+def test_list_shows_every_space(capsys) -> None:
+    code, out, _ = _main(capsys, "--list")
+    assert code == 0
+    for name in ("dcml_cub", "diva_sop", "margin_cub", "demo", "smoke"):
+        assert f"{name}: " in out
+
+
+def test_an_existing_sweep_is_not_overwritten(capsys, tmp_path) -> None:
+    sweep = tmp_path / "runs" / "ray" / "taken"
+    sweep.mkdir(parents=True)
+    (sweep / "tuner.pkl").write_bytes(b"")
+    code, _, err = _main(capsys, "--space", "demo", "--name", "taken")
+    assert code == 2 and "already exists" in err and "--resume" in err
+
+
+def test_resume_refuses_to_change_the_sweep_definition(capsys, tmp_path) -> None:
+    state = tmp_path / "runs" / "ray" / "old"
+    state.mkdir(parents=True)
+    store = tmp_path / "store"
+    saved = {"space": "demo", "name": "old", "storage": str(tmp_path / "runs" / "ray"), "data_root": None,
+             "num_samples": 8, "max_epochs": None, "scheduler": "asha", "search": "optuna", "gpus_per_trial": None,
+             "cpus_per_trial": 1, "max_concurrent": 2, "mlflow_uri": f"sqlite:///{store}/mlflow.db", "seed": 0}  # fmt: skip
+    (state / "sweep.json").write_text(json.dumps(saved))
+    code, _, err = _main(capsys, "--space", "demo", "--name", "old", "--resume", "--num-samples", "9")
+    assert code == 2 and "--num-samples cannot change on --resume" in err
+    code, _, err = _main(capsys, "--space", "smoke", "--name", "old", "--resume")
+    assert code == 2 and "was run with --space demo" in err
+    code, _, err = _main(capsys, "--space", "demo", "--name", "old", "--resume", "--mlflow-uri", str(store))
+    assert code == 2 and "has no Tune state" in err  # same store given as a folder, but the driver never got far
+
+
+def test_dry_run_from_another_folder_without_installation(tmp_path, tiny_demo) -> None:  # noqa: F811
+    """``python tune/run.py`` finds its packages from any folder with no install and no PYTHONPATH."""
+    env = sweep_env(short_tmpdir("rt"))
+    proc = subprocess.run([sys.executable, str(REPO / "tune" / "run.py"), "--space", "smoke", "--data-root",
+                           str(tiny_demo), "--dry-run", "--num-samples", "3"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "All 3 configurations are valid." in proc.stdout
+    assert '"n_train_classes": 26' in proc.stdout  # smoke holds half of the 52 training classes out
