@@ -67,6 +67,10 @@ class DataConfig:
     crop_scale: tuple[float, ...] | None = None
     skip_bad_images: bool = False
     verify_images: bool = True
+    # "cached": decoded-image cache + batched augmentation on the device (dcml_core/data/cached_pipeline.py);
+    # same transform, not the same random draws as "reference" (JPEG decoding + torchvision per image).
+    pipeline: Literal["reference", "cached"] = "reference"
+    cache_size: int | None = None  # cached pipeline: shorter side kept in the cache; None: 2 x resize size
 
     def image_sizes(self, arch: str) -> tuple[int, int]:
         """(crop, resize) sizes: the configured ones, else the reference sizes (algorithms.md §4)."""
@@ -90,9 +94,14 @@ class DataConfig:
             _fail(f"{prefix}.crop_scale", self.crop_scale, "two numbers 0 < low <= high <= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             _fail(f"{prefix}.val_fraction", self.val_fraction, "a fraction in [0, 1)")
-        for name in ("batch_size", "samples_per_class", "crop_size", "resize_size"):
+        for name in ("batch_size", "samples_per_class", "crop_size", "resize_size", "cache_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 _fail(f"{prefix}.{name}", getattr(self, name), "a positive integer")
+        if self.pipeline == "cached" and self.augmentation != "base":
+            raise ConfigError(
+                f"'{prefix}.pipeline' 'cached' implements augmentation 'base' only; use pipeline 'reference' "
+                f"for augmentation {self.augmentation!r}"
+            )
         if self.num_workers < 0:
             _fail(f"{prefix}.num_workers", self.num_workers, "an integer >= 0")
         if self.batch_size % self.samples_per_class:

@@ -23,6 +23,7 @@ from dcml_core.data import (
     load_records,
     verify_images,
 )
+from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
 from dcml_core.models import input_convention
 
 
@@ -116,6 +117,20 @@ class Loaders:
             distinct_classes=cfg.data.sampler == "distinct_classes",
             generator_seed=cfg.seed,
         )
+        self.cached: CachedPipeline | None = None  # data.pipeline "cached": decoded cache + batched augmentation
+        if cfg.data.pipeline == "cached":
+            self.cached = CachedPipeline(
+                {"train": bundle.train, "val": bundle.val, "test": bundle.test},
+                crop_size=crop,
+                resize_size=resize,
+                batch_size=cfg.eval.batch_size or cfg.data.batch_size,
+                device=device,
+                crop_scale=cfg.data.resolved_crop_scale(),
+                arch_input=convention,
+                cache_size=cfg.data.cache_size,
+                two_views=two_views,
+                name=cfg.data.dataset,
+            )
 
     def _kwargs(self) -> dict:
         workers = self.cfg.data.num_workers
@@ -125,12 +140,18 @@ class Loaders:
             "persistent_workers": False,  # fresh workers per epoch: their seeds follow the torch RNG (exact resume)
         }
 
-    def train_loader(self) -> DataLoader:
+    def train_loader(self) -> DataLoader | CachedTrainLoader:
         """Class-balanced batches of (image, label, index[, view B])."""
+        if self.cached is not None:
+            return self.cached.train_loader(self.sampler)
         return DataLoader(self.train_set, batch_sampler=self.sampler, **self._kwargs())
 
-    def eval_loader(self, split: str, train_transform: bool = False) -> DataLoader:
+    def eval_loader(
+        self, split: str, train_transform: bool = False
+    ) -> DataLoader | CachedTrainLoader | CachedEvalLoader:
         """Unshuffled loader of a split (``train_transform`` for the deep-clustering embedding pass)."""
+        if self.cached is not None:
+            return self.cached.eval_loader(split, train_transform)
         records = {"train": self.bundle.train, "val": self.bundle.val, "test": self.bundle.test}[split]
         tf = self.train_tf if train_transform else self.eval_tf
         bs = self.cfg.eval.batch_size or self.cfg.data.batch_size
