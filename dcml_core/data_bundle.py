@@ -117,7 +117,7 @@ class Loaders:
             distinct_classes=cfg.data.sampler == "distinct_classes",
             generator_seed=cfg.seed,
         )
-        self.cached: CachedPipeline | None = None  # data.pipeline "cached": decoded cache + batched augmentation
+        self.cached: CachedPipeline | None = None  # pipeline "cached": decoded cache + batch augmentation
         if cfg.data.pipeline == "cached":
             self.cached = CachedPipeline(
                 {"train": bundle.train, "val": bundle.val, "test": bundle.test},

@@ -1,9 +1,10 @@
 """Named search spaces for ``python tune/run.py --space NAME``: one module per space, registered by name.
 
-A space module exports ``SPACE`` (a nested dict mirroring :class:`dcml_core.config.ExperimentConfig`; values are
-``ray.tune`` distributions or constants), ``METRIC`` and ``MODE`` (the objective), ``SCHEDULER`` (ASHA defaults:
-``grace_period``, ``reduction_factor``, ``max_t``), ``DESCRIPTION`` and optionally ``DEFAULTS`` (``num_samples``,
-``cpus_per_trial``, ``max_concurrent``). :func:`get` loads and checks one; :func:`available` lists them.
+A space module exports ``SPACE`` (a nested dict mirroring :class:`dcml_core.config.ExperimentConfig`; values
+are ``ray.tune`` distributions or constants), ``METRIC`` and ``MODE`` (the objective), ``SCHEDULER`` (ASHA
+defaults: ``grace_period``, ``reduction_factor``, ``max_t``), ``DESCRIPTION`` and optionally ``DEFAULTS``
+(``num_samples``, ``cpus_per_trial``, ``max_concurrent``). :func:`get` loads and checks one; :func:`available`
+lists them.
 
 Example:
     >>> space = get("dcml_cub")
@@ -19,7 +20,7 @@ from search_spaces.search_space import SearchSpace, SearchSpaceError
 
 __all__ = ["SearchSpace", "SearchSpaceError", "available", "get"]
 
-# Registered names, each the module ``search_spaces.<name>``. Adding a space = adding a module and its name here.
+# Registered names, each the module ``search_spaces.<name>``. A new space = a new module + its name here.
 _NAMES = (
     "dcml_cub",
     "dcml_cars",

@@ -1,4 +1,4 @@
-"""Building blocks shared by the search-space modules: paper-centred ranges and LR-schedule-aware ASHA rungs."""
+"""Building blocks shared by the search-space modules: paper-centred ranges, LR-schedule-aware ASHA rungs."""
 
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ def asha_after_lr_drop(
     """ASHA settings whose first rung comes ``margin`` epochs after the LATEST LR drop the space can sample.
 
     ``tau`` is a MultiStepLR milestone (algorithms.md §1.5): before its drop a trial with a late ``tau`` looks
-    worse than one that already decayed, so a rung placed between the drops would stop trials for their schedule,
-    not their quality. Putting the grace period after every sampled drop (ignoring milestones >= n_epochs, which
-    never fire) makes every rung compare trials that have all decayed. Rungs: grace * rf**k < n_epochs.
+    worse than one that already decayed, so a rung placed between the drops would stop trials for their
+    schedule, not their quality. Putting the grace period after every sampled drop (ignoring milestones >=
+    n_epochs, which never fire) makes every rung compare trials that have all decayed. Rungs: grace * rf**k.
     """
     drops = [t for t in tau_choices if t < n_epochs]
     grace = min(max(drops, default=0) + margin, n_epochs)

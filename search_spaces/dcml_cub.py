@@ -1,7 +1,7 @@
 """DCML on CUB-200-2011, centred on the README command of wzzheng/DCML (algorithms.md §3.4).
 
-Paper: lr 1.5e-5, batch 100, 300 epochs, lr x 0.2 at epoch 55, alpha_ssl 0.5, alpha_shared = alpha_intra = 0.3,
-rho 1500 on each of the three decorrelation directions, MoCo temperature 0.01, 30 key batches, K = M = 4.
+Paper: lr 1.5e-5, batch 100, 300 epochs, lr x 0.2 at epoch 55, alpha_ssl 0.5, alpha_shared = alpha_intra =
+0.3, rho 1500 on each of the three decorrelation directions, MoCo temperature 0.01, 30 key batches, K = M = 4.
 """
 
 from ray import tune
@@ -31,4 +31,6 @@ METRIC = OBJECTIVE
 MODE = "max"
 SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # rungs at epochs 75 and 225
 DEFAULTS = {"num_samples": 64, "cpus_per_trial": 8}
-DESCRIPTION = "DCML (K sub-embeddings, M composites, 4 DiVA heads) on CUB200, ResNet-50, paper settings at the centre"
+DESCRIPTION = (
+    "DCML (K sub-embeddings, M composites, 4 DiVA heads) on CUB200, ResNet-50, paper settings at the centre"
+)

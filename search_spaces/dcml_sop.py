@@ -1,6 +1,6 @@
 """DCML on Stanford Online Products. No SOP command is published for DCML (algorithms.md §3.4): DCML's own lr,
-batch and K/M ranges, the DiVA SOP R50 row for the rest (§2.4): 150 epochs, lr x 0.3 at 70, alphas 0.2, rho 150,
-MoCo temperature 0.01, 70 key batches. [RECON]
+batch and K/M ranges, the DiVA SOP R50 row for the rest (§2.4): 150 epochs, lr x 0.3 at 70, alphas 0.2, rho
+150, MoCo temperature 0.01, 70 key batches. [RECON]
 """
 
 from ray import tune

@@ -12,7 +12,12 @@ TAUS = [55, 70, 85]
 
 SPACE = {
     "data": {"dataset": "cars196", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
-    "model": {"method": "diva", "arch": "resnet50_frozen_normalize", "embed_dim": 128, "features": FOUR_HEADS},
+    "model": {
+        "method": "diva",
+        "arch": "resnet50_frozen_normalize",
+        "embed_dim": 128,
+        "features": FOUR_HEADS,
+    },
     "diva": diva_block(alpha_ssl=0.15, alpha=0.15, rho=100.0, temperature=0.01, n_key_batches=30),
     "optim": {"lr": log_around(1e-5)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},

@@ -1,6 +1,6 @@
-"""DiVA on CUB-200-2011, centred on the published R50 run (algorithms.md §2.4, SampleRuns): batch 112, lr 1e-5,
-350 epochs, lr x 0.2 at epoch 55, alpha_ssl = alpha_shared = alpha_intra = 0.3, rho 1500 x 3, MoCo temperature
-0.01, 30 key batches. DCML's compos_num/ensemble_num do not exist for DiVA and are not sampled.
+"""DiVA on CUB-200-2011, centred on the published R50 run (algorithms.md §2.4, SampleRuns): batch 112, lr
+1e-5, 350 epochs, lr x 0.2 at epoch 55, alpha_ssl = alpha_shared = alpha_intra = 0.3, rho 1500 x 3, MoCo
+temperature 0.01, 30 key batches. DCML's compos_num/ensemble_num do not exist for DiVA and are not sampled.
 """
 
 from ray import tune
@@ -13,7 +13,12 @@ TAUS = [40, 55, 70]
 
 SPACE = {
     "data": {"dataset": "cub200", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
-    "model": {"method": "diva", "arch": "resnet50_frozen_normalize", "embed_dim": 128, "features": FOUR_HEADS},
+    "model": {
+        "method": "diva",
+        "arch": "resnet50_frozen_normalize",
+        "embed_dim": 128,
+        "features": FOUR_HEADS,
+    },
     "diva": diva_block(alpha_ssl=0.3, alpha=0.3, rho=1500.0, temperature=0.01, n_key_batches=30),
     "optim": {"lr": log_around(1e-5)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},
@@ -23,4 +28,4 @@ METRIC = OBJECTIVE
 MODE = "max"
 SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # rungs at epochs 75 and 225
 DEFAULTS = {"num_samples": 64, "cpus_per_trial": 8}
-DESCRIPTION = "DiVA (4 heads: discriminative, selfsimilarity, shared, intra) on CUB200, ResNet-50, published run at the centre"
+DESCRIPTION = "DiVA (4 heads) on CUB200, ResNet-50, the published run at the centre"

@@ -1,5 +1,5 @@
-"""DiVA on Stanford Online Products, centred on the published R50 run (algorithms.md §2.4): batch 112, lr 1e-5,
-150 epochs, lr x 0.3 at epoch 70, alphas 0.2, rho 150 x 3, MoCo temperature 0.01, 70 key batches.
+"""DiVA on Stanford Online Products, centred on the published R50 run (algorithms.md §2.4): batch 112, lr
+1e-5, 150 epochs, lr x 0.3 at epoch 70, alphas 0.2, rho 150 x 3, MoCo temperature 0.01, 70 key batches.
 """
 
 from ray import tune
@@ -12,7 +12,12 @@ TAUS = [55, 70, 85]
 
 SPACE = {
     "data": {"dataset": "online_products", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
-    "model": {"method": "diva", "arch": "resnet50_frozen_normalize", "embed_dim": 128, "features": FOUR_HEADS},
+    "model": {
+        "method": "diva",
+        "arch": "resnet50_frozen_normalize",
+        "embed_dim": 128,
+        "features": FOUR_HEADS,
+    },
     "diva": diva_block(alpha_ssl=0.2, alpha=0.2, rho=150.0, temperature=0.01, n_key_batches=70),
     "optim": {"lr": log_around(1e-5)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.3)},

@@ -36,24 +36,39 @@ class SearchSpace:
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> SearchSpace:
         """Read and check the exports of a space module."""
-        missing = [a for a in ("SPACE", "METRIC", "MODE", "SCHEDULER", "DESCRIPTION") if not hasattr(module, a)]
+        missing = [
+            a for a in ("SPACE", "METRIC", "MODE", "SCHEDULER", "DESCRIPTION") if not hasattr(module, a)
+        ]
         if missing:
             raise SearchSpaceError(f"search space '{name}' ({module.__file__}) does not define {missing}")
         defaults = {**DEFAULT_SETTINGS, **getattr(module, "DEFAULTS", {})}
         unknown = sorted(set(defaults) - set(DEFAULT_SETTINGS))
         if unknown:
-            raise SearchSpaceError(f"search space '{name}': unknown DEFAULTS keys {unknown}; allowed {list(DEFAULT_SETTINGS)}")
-        out = cls(name, copy.deepcopy(module.SPACE), module.METRIC, module.MODE, dict(module.SCHEDULER),
-                  module.DESCRIPTION.strip(), defaults)  # fmt: skip
+            raise SearchSpaceError(
+                f"search space '{name}': unknown DEFAULTS keys {unknown}; allowed {list(DEFAULT_SETTINGS)}"
+            )
+        out = cls(
+            name,
+            copy.deepcopy(module.SPACE),
+            module.METRIC,
+            module.MODE,
+            dict(module.SCHEDULER),
+            module.DESCRIPTION.strip(),
+            defaults,
+        )
         out.check()
         return out
 
     def check(self) -> None:
         """Raise :class:`SearchSpaceError` if objective, epochs or scheduler settings are inconsistent."""
         if self.mode not in ("min", "max"):
-            raise SearchSpaceError(f"search space '{self.name}': MODE must be 'min' or 'max', not {self.mode!r}")
+            raise SearchSpaceError(
+                f"search space '{self.name}': MODE must be 'min' or 'max', not {self.mode!r}"
+            )
         if sorted(self.scheduler) != sorted(SCHEDULER_KEYS):
-            raise SearchSpaceError(f"search space '{self.name}': SCHEDULER needs exactly the keys {list(SCHEDULER_KEYS)}")
+            raise SearchSpaceError(
+                f"search space '{self.name}': SCHEDULER needs exactly the keys {list(SCHEDULER_KEYS)}"
+            )
         n_epochs = self.space.get("schedule", {}).get("n_epochs")
         if not isinstance(n_epochs, int) or isinstance(n_epochs, bool):
             raise SearchSpaceError(
@@ -62,7 +77,9 @@ class SearchSpace:
             )
         grace, rf, max_t = (self.scheduler[k] for k in SCHEDULER_KEYS)
         if max_t != n_epochs:
-            raise SearchSpaceError(f"search space '{self.name}': SCHEDULER max_t ({max_t}) != schedule.n_epochs ({n_epochs})")
+            raise SearchSpaceError(
+                f"search space '{self.name}': SCHEDULER max_t ({max_t}) != schedule.n_epochs ({n_epochs})"
+            )
         if not (0 < grace <= max_t and rf > 1):
             raise SearchSpaceError(
                 f"search space '{self.name}': need 0 < grace_period ({grace}) <= max_t ({max_t}) and "
@@ -76,7 +93,7 @@ class SearchSpace:
         return int(self.space["schedule"]["n_epochs"])
 
     def with_overrides(self, data_root: str | None = None, max_epochs: int | None = None) -> SearchSpace:
-        """A copy with ``data.root`` and/or the number of epochs replaced (rungs moved inside the new budget)."""
+        """A copy with ``data.root`` and/or the epochs replaced (rungs moved inside the new budget)."""
         space = copy.deepcopy(self.space)
         scheduler = dict(self.scheduler)
         if data_root is not None:
@@ -105,7 +122,7 @@ class SearchSpace:
         return [_resolve(self.space, rng, path=self.name) for _ in range(n)]
 
     def build_config(self, sample: dict[str, Any]) -> ExperimentConfig:
-        """The validated :class:`ExperimentConfig` of one sample (raises ``ConfigError`` on a bad key/value)."""
+        """The validated :class:`ExperimentConfig` of one sample (``ConfigError`` on a bad key or value)."""
         return ExperimentConfig.from_dict(sample)
 
     def sample_configs(self, n: int, seed: int = 0) -> list[ExperimentConfig]:
@@ -128,7 +145,9 @@ def _resolve(value: Any, rng: np.random.RandomState, path: str) -> Any:
     """Replace every distribution in a nested structure by one draw, converting numpy scalars to Python."""
     if isinstance(value, Domain):
         if isinstance(value, Function):
-            raise SearchSpaceError(f"{path}: tune.sample_from is not supported in search spaces; use a distribution")
+            raise SearchSpaceError(
+                f"{path}: tune.sample_from is not supported in search spaces; use a distribution"
+            )
         drawn = value.sample(random_state=rng)
         return drawn.item() if isinstance(drawn, np.generic) else drawn
     if isinstance(value, dict):

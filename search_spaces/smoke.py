@@ -13,8 +13,16 @@ from dcml_core.metric_names import OBJECTIVE
 N_EPOCHS = 3
 
 SPACE = {
-    "data": {"dataset": "demo", "batch_size": 128, "samples_per_class": 2, "num_workers": 0, "val_fraction": 0.5,
-             "crop_size": 16, "resize_size": 18, "verify_images": False},  # fmt: skip
+    "data": {
+        "dataset": "demo",
+        "batch_size": 128,
+        "samples_per_class": 2,
+        "num_workers": 0,
+        "val_fraction": 0.5,
+        "crop_size": 16,
+        "resize_size": 18,
+        "verify_images": False,
+    },
     "model": {
         "method": "dcml",
         "arch": "resnet18_frozen_normalize",

@@ -15,9 +15,24 @@ from search_spaces import SearchSpaceError
 from search_spaces.common import asha_after_lr_drop
 from tune.optuna_search import PrunedAwareOptunaSearch
 
-NAMES = ["dcml_cars", "dcml_cub", "dcml_sop", "demo", "diva_cars", "diva_cub", "diva_sop", "margin_cub", "smoke"]
-DIVA_PARAMS = ["diva.alpha_ssl", "diva.alpha_shared", "diva.alpha_intra", "diva.rho_decorrelation",
-               "diva.moco_temperature"]  # fmt: skip
+NAMES = [
+    "dcml_cars",
+    "dcml_cub",
+    "dcml_sop",
+    "demo",
+    "diva_cars",
+    "diva_cub",
+    "diva_sop",
+    "margin_cub",
+    "smoke",
+]
+DIVA_PARAMS = [
+    "diva.alpha_ssl",
+    "diva.alpha_shared",
+    "diva.alpha_intra",
+    "diva.rho_decorrelation",
+    "diva.moco_temperature",
+]
 COMMON_PARAMS = ["optim.lr", "schedule.tau", "schedule.gamma"]
 
 
@@ -41,7 +56,7 @@ def test_every_sample_builds_a_valid_configuration(name: str) -> None:
         assert isinstance(cfg, ExperimentConfig)
         assert cfg.schedule.n_epochs == space.n_epochs == space.scheduler["max_t"]
         assert isinstance(cfg.schedule.tau, tuple) and all(isinstance(t, int) for t in cfg.schedule.tau)
-        # the primary evaltype exists for these heads (the engine would fail at the first evaluation otherwise)
+        # the primary evaltype exists for these heads (else the engine fails at its first evaluation)
         assert expand_evaltypes(cfg.eval.evaltypes, cfg.model.features, cfg.data.dataset)
         if cfg.model.method == "dcml":
             assert cfg.model.compos_num % len(cfg.model.features) == 0
@@ -96,17 +111,49 @@ def _contains(domain, value: float) -> bool:
     ("name", "paper"),
     [
         # algorithms.md §3.4: the DCML README command for CUB
-        ("dcml_cub", {"optim.lr": 1.5e-5, "schedule.tau": 55, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.5,
-                      "diva.alpha_shared": 0.3, "diva.alpha_intra": 0.3, "diva.rho_decorrelation": 1500,
-                      "diva.moco_temperature": 0.01, "model.compos_num": 4, "model.ensemble_num": 4}),
+        (
+            "dcml_cub",
+            {
+                "optim.lr": 1.5e-5,
+                "schedule.tau": 55,
+                "schedule.gamma": 0.2,
+                "diva.alpha_ssl": 0.5,
+                "diva.alpha_shared": 0.3,
+                "diva.alpha_intra": 0.3,
+                "diva.rho_decorrelation": 1500,
+                "diva.moco_temperature": 0.01,
+                "model.compos_num": 4,
+                "model.ensemble_num": 4,
+            },
+        ),
         # algorithms.md §2.4: the published DiVA runs
-        ("diva_cub", {"optim.lr": 1e-5, "schedule.tau": 55, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.3,
-                      "diva.rho_decorrelation": 1500, "diva.moco_temperature": 0.01}),
-        ("diva_cars", {"schedule.tau": 70, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.15, "diva.rho_decorrelation": 100}),
-        ("diva_sop", {"schedule.tau": 70, "schedule.gamma": 0.3, "diva.alpha_ssl": 0.2, "diva.rho_decorrelation": 150}),
+        (
+            "diva_cub",
+            {
+                "optim.lr": 1e-5,
+                "schedule.tau": 55,
+                "schedule.gamma": 0.2,
+                "diva.alpha_ssl": 0.3,
+                "diva.rho_decorrelation": 1500,
+                "diva.moco_temperature": 0.01,
+            },
+        ),
+        (
+            "diva_cars",
+            {
+                "schedule.tau": 70,
+                "schedule.gamma": 0.2,
+                "diva.alpha_ssl": 0.15,
+                "diva.rho_decorrelation": 100,
+            },
+        ),
+        (
+            "diva_sop",
+            {"schedule.tau": 70, "schedule.gamma": 0.3, "diva.alpha_ssl": 0.2, "diva.rho_decorrelation": 150},
+        ),
         ("margin_cub", {"optim.lr": 1e-5, "schedule.tau": 1000, "loss.margin": 0.2, "loss.beta": 1.2}),
     ],
-)  # fmt: skip
+)
 def test_paper_settings_lie_inside_each_space(name: str, paper: dict[str, float]) -> None:
     sampled = search_spaces.get(name).distributions()
     for key, value in paper.items():
@@ -116,21 +163,44 @@ def test_paper_settings_lie_inside_each_space(name: str, paper: dict[str, float]
 @pytest.mark.parametrize(
     ("name", "constants"),
     [
-        ("dcml_cub", {"data.dataset": "cub200", "data.batch_size": 100, "schedule.n_epochs": 300,
-                      "model.arch": "resnet50_frozen_normalize", "diva.moco_n_key_batches": 30}),
+        (
+            "dcml_cub",
+            {
+                "data.dataset": "cub200",
+                "data.batch_size": 100,
+                "schedule.n_epochs": 300,
+                "model.arch": "resnet50_frozen_normalize",
+                "diva.moco_n_key_batches": 30,
+            },
+        ),
         ("diva_cub", {"data.dataset": "cub200", "data.batch_size": 112, "schedule.n_epochs": 350}),
-        ("diva_sop", {"data.dataset": "online_products", "schedule.n_epochs": 150, "diva.moco_n_key_batches": 70}),
-        ("demo", {"data.dataset": "demo", "model.arch": "resnet18_frozen_normalize", "model.pretrained": "none",
-                  "model.embed_dim": 32, "data.batch_size": 32, "diva.moco_n_key_batches": 4, "data.num_workers": 0}),
+        (
+            "diva_sop",
+            {"data.dataset": "online_products", "schedule.n_epochs": 150, "diva.moco_n_key_batches": 70},
+        ),
+        (
+            "demo",
+            {
+                "data.dataset": "demo",
+                "model.arch": "resnet18_frozen_normalize",
+                "model.pretrained": "none",
+                "model.embed_dim": 32,
+                "data.batch_size": 32,
+                "diva.moco_n_key_batches": 4,
+                "data.num_workers": 0,
+            },
+        ),
     ],
-)  # fmt: skip
+)
 def test_fixed_settings(name: str, constants: dict) -> None:
     fixed = search_spaces.get(name).constants()
     for key, value in constants.items():
         assert fixed[key] == value, key
 
 
-@pytest.mark.parametrize("name", ["dcml_cub", "dcml_cars", "dcml_sop", "diva_cub", "diva_cars", "diva_sop", "margin_cub"])
+@pytest.mark.parametrize(
+    "name", ["dcml_cub", "dcml_cars", "dcml_sop", "diva_cub", "diva_cars", "diva_sop", "margin_cub"]
+)
 def test_first_rung_comes_after_every_lr_drop(name: str) -> None:
     space = search_spaces.get(name)
     taus = [t for t in space.distributions()["schedule.tau"].categories if t < space.n_epochs]
@@ -139,7 +209,10 @@ def test_first_rung_comes_after_every_lr_drop(name: str) -> None:
 
 def test_asha_rule_ignores_milestones_that_never_fire() -> None:
     assert asha_after_lr_drop([30, 50, 1000], 150, reduction_factor=2) == {
-        "grace_period": 55, "reduction_factor": 2, "max_t": 150}  # fmt: skip
+        "grace_period": 55,
+        "reduction_factor": 2,
+        "max_t": 150,
+    }
     assert asha_after_lr_drop([500], 100)["grace_period"] == 5  # no drop: rungs from epoch 5
 
 

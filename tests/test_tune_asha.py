@@ -12,7 +12,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from dcml_core.metric_names import EPOCH, OBJECTIVE
-from tests.test_tune_support import REPO, short_tmpdir
+from tests.test_tune_support import REPO, short_tmp  # noqa: F401  (fixture)
 from tune import mlflow_callback
 from tune.mlflow_callback import MLflowSweepCallback, tracker_for
 from tune.optuna_search import PrunedAwareOptunaSearch, study_storage
@@ -27,9 +27,14 @@ def toy_trial(config: dict) -> None:
 
 
 @pytest.fixture()
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(short_tmpdir("rta")), logging_level="WARNING",
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # fmt: skip
+def local_ray(short_tmp):  # noqa: F811
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=str(short_tmp),
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
     yield
     ray.shutdown()
 
@@ -39,18 +44,31 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = tracker_for(uri, tmp_path, "asha")
     tracker.start_sweep({"space": "toy"}, {})
-    searcher = PrunedAwareOptunaSearch(sampler=optuna.samplers.TPESampler(seed=1), max_t=MAX_T, study_name="asha",
-                                       storage=study_storage(str(tmp_path / "optuna.db")))  # fmt: skip
+    searcher = PrunedAwareOptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=1),
+        max_t=MAX_T,
+        study_name="asha",
+        storage=study_storage(str(tmp_path / "optuna.db")),
+    )
     tuner = tune.Tuner(
         toy_trial,
         param_space={"x": tune.uniform(0.0, 1.0)},
-        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=6, max_concurrent_trials=1,
-                                    search_alg=searcher, reuse_actors=True,
-                                    scheduler=ASHAScheduler(time_attr=EPOCH, max_t=MAX_T, grace_period=1,
-                                                            reduction_factor=2)),
-        run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path / "ray"), verbose=0,
-                                  callbacks=[MLflowSweepCallback(uri, tmp_path, "asha", MAX_T)]),
-    )  # fmt: skip
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE,
+            mode="max",
+            num_samples=6,
+            max_concurrent_trials=1,
+            search_alg=searcher,
+            reuse_actors=True,
+            scheduler=ASHAScheduler(time_attr=EPOCH, max_t=MAX_T, grace_period=1, reduction_factor=2),
+        ),
+        run_config=tune.RunConfig(
+            name="asha",
+            storage_path=str(tmp_path / "ray"),
+            verbose=0,
+            callbacks=[MLflowSweepCallback(uri, tmp_path, "asha", MAX_T)],
+        ),
+    )
     results = tuner.fit()
     assert results.num_errors == 0
 
@@ -74,5 +92,7 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path,
         run = client.get_run(tracker.run_id(trial_id))
         assert run.info.status == "FINISHED"
         assert run.data.tags["dcml.stopped_early"] == ("true" if trial_id in stopped else "false")
-        assert [m.step for m in client.get_metric_history(run.info.run_id, OBJECTIVE)] == list(range(1, n + 1))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, OBJECTIVE)] == list(
+            range(1, n + 1)
+        )
     mlflow_callback._TRACKERS.clear()

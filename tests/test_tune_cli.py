@@ -1,16 +1,17 @@
-"""``tune/run.py`` rejects bad input with one clear line (exit 2) before Ray starts; ``--dry-run`` validates."""
+"""``tune/run.py`` rejects bad input with one line (exit 2) before Ray starts; ``--dry-run`` validates."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.test_tune_support import REPO, short_tmpdir, sweep_env, tiny_demo  # noqa: F401  (session fixture)
 
+from tests.test_tune_support import REPO, free_port, short_tmp, sweep_env, tiny_demo  # noqa: F401  (fixtures)
 from tune import run as run_module
 
 
@@ -32,7 +33,7 @@ def _isolated(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def cub_root(tmp_path, monkeypatch) -> Path:
-    """A tiny CUB200 in the Revisiting folder layout (10 classes x 4 images) and a stand-in for the weights."""
+    """A tiny CUB200 in the Revisiting folder layout (10 classes x 4 images) and stand-in weights."""
     root = tmp_path / "data"
     for c in range(1, 11):
         folder = root / "cub200" / "images" / f"{c:03d}.Bird_{c}"
@@ -59,16 +60,25 @@ def cub_root(tmp_path, monkeypatch) -> Path:
         (["--space", "demo", "--num-samples", "0"], "--num-samples must be > 0"),
         (["--space", "dcml_cub"], "no data root given for dataset 'cub200'"),
         (["--space", "dcml_cub", "--data-root", "/nonexistent/cub"], "does not exist"),
-        (["--space", "demo", "--mlflow-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+        (
+            ["--space", "demo", "--mlflow-uri", "http://127.0.0.1:9"],
+            "server http://127.0.0.1:9 is unreachable",
+        ),
         (["--space", "demo", "--mlflow-uri", "file:///tmp/mlruns"], "file store"),
         (["--space", "demo", "--name", "nothing-here", "--resume"], "no sweep to resume"),
     ],
-)  # fmt: skip
+)
 def test_invalid_input_is_one_line_and_exit_code_2(capsys, argv, message) -> None:
     code, out, err = _main(capsys, *argv)
     assert code == 2, (out, err)
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_an_address_where_no_ray_head_listens_is_refused_at_once(capsys) -> None:
+    port = free_port()  # nothing listens there
+    code, _, err = _main(capsys, "--space", "demo", "--address", f"127.0.0.1:{port}")
+    assert code == 2 and f"no Ray head answers at --address 127.0.0.1:{port}" in err
 
 
 def test_a_data_root_without_the_data_set_says_what_is_missing(capsys, tmp_path) -> None:
@@ -90,17 +100,29 @@ def test_missing_pretrained_weights_are_reported(capsys, cub_root, tmp_path) -> 
 
 
 def test_dry_run_validates_and_prints_the_sampled_configurations(capsys, cub_root) -> None:
-    code, out, err = _main(capsys, "--space", "dcml_cub", "--data-root", str(cub_root), "--dry-run",
-                           "--num-samples", "5", "--seed", "3")  # fmt: skip
+    code, out, err = _main(
+        capsys,
+        "--space",
+        "dcml_cub",
+        "--data-root",
+        str(cub_root),
+        "--dry-run",
+        "--num-samples",
+        "5",
+        "--seed",
+        "3",
+    )
     assert code == 0, err
     assert "All 5 configurations are valid." in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if "compos_num" in line and "ensemble_num" in line)
     assert [line.split()[0] for line in lines[header + 1 : header + 6]] == ["1", "2", "3", "4", "5"]
     assert '"n_train_classes": 4' in out and '"n_val_classes": 1' in out  # 5 train classes, 20 % held out
-    first = json.loads(out[out.index("First configuration in full:") + 28 : out.index("All 5 configurations")])
+    first = json.loads(
+        out[out.index("First configuration in full:") + 28 : out.index("All 5 configurations")]
+    )
     assert first["data"]["root"] == str(cub_root) and first["model"]["method"] == "dcml"
-    assert not (Path.cwd() / "runs" / "ray").exists() or not any((Path.cwd() / "runs" / "ray").iterdir())
+    assert not (Path.cwd() / "runs").exists()  # a dry run starts and writes nothing
 
 
 def test_list_shows_every_space(capsys) -> None:
@@ -122,24 +144,53 @@ def test_resume_refuses_to_change_the_sweep_definition(capsys, tmp_path) -> None
     state = tmp_path / "runs" / "ray" / "old"
     state.mkdir(parents=True)
     store = tmp_path / "store"
-    saved = {"space": "demo", "name": "old", "storage": str(tmp_path / "runs" / "ray"), "data_root": None,
-             "num_samples": 8, "max_epochs": None, "scheduler": "asha", "search": "optuna", "gpus_per_trial": None,
-             "cpus_per_trial": 1, "max_concurrent": 2, "mlflow_uri": f"sqlite:///{store}/mlflow.db", "seed": 0}  # fmt: skip
-    (state / "sweep.json").write_text(json.dumps(saved))
+    saved = {
+        "space": "demo",
+        "name": "old",
+        "storage": str(tmp_path / "runs" / "ray"),
+        "data_root": None,
+        "num_samples": 8,
+        "max_epochs": None,
+        "scheduler": "asha",
+        "search": "optuna",
+        "gpus_per_trial": None,
+        "cpus_per_trial": 1,
+        "max_concurrent": 2,
+        "mlflow_uri": f"sqlite:///{store}/mlflow.db",
+        "seed": 0,
+    }
+    (state / "sweep_state").mkdir()
+    (state / "sweep_state" / "sweep.json").write_text(json.dumps(saved))
     code, _, err = _main(capsys, "--space", "demo", "--name", "old", "--resume", "--num-samples", "9")
     assert code == 2 and "--num-samples cannot change on --resume" in err
     code, _, err = _main(capsys, "--space", "smoke", "--name", "old", "--resume")
     assert code == 2 and "was run with --space demo" in err
     code, _, err = _main(capsys, "--space", "demo", "--name", "old", "--resume", "--mlflow-uri", str(store))
-    assert code == 2 and "has no Tune state" in err  # same store given as a folder, but the driver never got far
+    assert (
+        code == 2 and "has no Tune state" in err
+    )  # same store given as a folder, but the driver never got far
 
 
-def test_dry_run_from_another_folder_without_installation(tmp_path, tiny_demo) -> None:  # noqa: F811
-    """``python tune/run.py`` finds its packages from any folder with no install and no PYTHONPATH."""
-    env = sweep_env(short_tmpdir("rt"))
-    proc = subprocess.run([sys.executable, str(REPO / "tune" / "run.py"), "--space", "smoke", "--data-root",
-                           str(tiny_demo), "--dry-run", "--num-samples", "3"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+def test_dry_run_of_a_clone_from_another_folder(tmp_path, tiny_demo, short_tmp) -> None:  # noqa: F811
+    """``python <clone>/tune/run.py`` uses the clone's packages from any folder (installed or not)."""
+    clone = tmp_path / "clone"
+    for package in ("dcml_core", "tune", "search_spaces"):
+        shutil.copytree(REPO / package, clone / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = sweep_env(short_tmp)
+    script = str(clone / "tune" / "run.py")
+    argv = [script, "--space", "smoke", "--data-root", str(tiny_demo), "--dry-run", "--num-samples", "3"]
+    proc = subprocess.run(
+        [sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr
     assert "All 3 configurations are valid." in proc.stdout
     assert '"n_train_classes": 26' in proc.stdout  # smoke holds half of the 52 training classes out
+    probe = (
+        "import runpy, sys; sys.argv = ['run.py', '--list']; runpy.run_path(sys.argv_script); "
+        "import tune, search_spaces as s, dcml_core as c; print(tune.__file__, s.__file__, c.__file__)"
+    ).replace("sys.argv_script", repr(script))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(path.startswith(str(clone)) for path in proc.stdout.split()[-3:]), proc.stdout

@@ -16,8 +16,13 @@ SPACE = {"optim": {"lr": tune.loguniform(1e-4, 1e-2)}, "model": {"compos_num": t
 
 def _searcher(cls, tmp_path, **kwargs):
     kw = {"max_t": 4} if cls is PrunedAwareOptunaSearch else {}
-    searcher = cls(sampler=optuna.samplers.TPESampler(seed=0), storage=study_storage(str(tmp_path / "optuna.db")),
-                   study_name="s", **kw, **kwargs)  # fmt: skip
+    searcher = cls(
+        sampler=optuna.samplers.TPESampler(seed=0),
+        storage=study_storage(str(tmp_path / "optuna.db")),
+        study_name="s",
+        **kw,
+        **kwargs,
+    )
     assert searcher.set_search_properties(OBJECTIVE, "max", SPACE)
     return searcher
 
@@ -42,7 +47,7 @@ def _states(tmp_path) -> list[tuple[str, float | None, dict]]:
 
 
 def test_rays_adapter_tells_a_stopped_trial_complete(tmp_path) -> None:
-    """The behaviour this module fixes (ecosystem.md §1.4): a trial ASHA stopped at epoch 1 counts as final."""
+    """What this module fixes (ecosystem.md §1.4): a trial ASHA stopped at epoch 1 counts as final."""
     searcher = _searcher(OptunaSearch, tmp_path)
     _run(searcher, "a", [0.3], stopped=True)
     assert _states(tmp_path) == [("COMPLETE", 0.3, {})]

@@ -1,6 +1,6 @@
-"""The sweep driver is killed with SIGKILL mid-sweep and resumed with ``--resume``: every trial ends exactly once,
-its epochs are contiguous, MLflow holds exactly one child run per trial, none RUNNING, no step logged twice,
-and the Optuna study agrees with what ASHA did."""
+"""The sweep driver is killed with SIGKILL mid-sweep and resumed with ``--resume``: every trial ends exactly
+once, its epochs are contiguous, MLflow holds exactly one child run per trial, none RUNNING, no step logged
+twice, and the Optuna study agrees with what ASHA did."""
 
 from __future__ import annotations
 
@@ -14,19 +14,28 @@ import optuna
 from mlflow import MlflowClient
 
 from dcml_core.metric_names import OBJECTIVE
-from tests.test_tune_support import REPO, kill_session, run_sweep_cli, short_tmpdir, start, sweep_env, tail, wait_for
-from tests.test_tune_support import tiny_demo  # noqa: F401  (session fixture)
+from tests.test_tune_support import (
+    REPO,
+    kill_session,
+    run_sweep_cli,
+    short_tmp,  # noqa: F401  (fixture)
+    start,
+    sweep_env,
+    tail,
+    tiny_demo,  # noqa: F401  (session fixture)
+    wait_for,
+)
 
 EPOCHS = 6  # ASHA rungs at epochs 1, 2 and 4
 
 
 def _snapshot(sweep: Path) -> dict[str, tuple[str, int]]:
     """Trial id -> (status, last epoch) from the newest experiment-state snapshot Tune wrote."""
-    states = list(sweep.glob("experiment_state-*.json"))
+    states = sorted(sweep.glob("experiment_state-*.json"))  # names carry the session's start time
     if not states:
         return {}
     try:
-        trials = json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text())["trial_data"]
+        trials = json.loads(states[-1].read_text())["trial_data"]
     except (OSError, ValueError):  # being rewritten
         return {}
     out = {}
@@ -43,23 +52,44 @@ def _running_with_checkpoint(sweep: Path) -> bool:
 
 def _restored(trial_dir: Path) -> bool:
     """True when a trial continued from a checkpoint (Tune restarts iterations_since_restore at 1)."""
-    results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+    results = [
+        json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()
+    ]
     return any(r["iterations_since_restore"] < r["training_iteration"] for r in results)
 
 
-def test_killed_driver_resumes_without_duplicates(tmp_path, tiny_demo) -> None:  # noqa: F811
-    env = sweep_env(short_tmpdir("rtr"))
+def test_killed_driver_resumes_without_duplicates(tmp_path, tiny_demo, short_tmp) -> None:  # noqa: F811
+    env = sweep_env(short_tmp)
     sweep = tmp_path / "ray" / "kr"
-    args = ["--space", "smoke", "--data-root", str(tiny_demo), "--num-samples", "4", "--max-epochs", str(EPOCHS),
-            "--storage", str(tmp_path / "ray"), "--mlflow-uri", str(tmp_path / "mlflow"), "--name", "kr"]  # fmt: skip
-    first = start([sys.executable, str(REPO / "tune" / "run.py"), *args], env, tmp_path / "first.log", tmp_path)
+    args = [
+        "--space",
+        "smoke",
+        "--data-root",
+        str(tiny_demo),
+        "--num-samples",
+        "3",
+        "--max-epochs",
+        str(EPOCHS),
+        "--storage",
+        str(tmp_path / "ray"),
+        "--mlflow-uri",
+        str(tmp_path / "mlflow"),
+        "--name",
+        "kr",
+    ]
+    first = start(
+        [sys.executable, str(REPO / "tune" / "run.py"), *args], env, tmp_path / "first.log", tmp_path
+    )
     try:
         wait_for(lambda: _running_with_checkpoint(sweep) or first.poll() is not None, 240, 0.2)
-        assert first.poll() is None, "the sweep ended before it could be killed:\n" + tail(tmp_path / "first.log")
+        assert first.poll() is None, "the sweep ended before it could be killed:\n" + tail(
+            tmp_path / "first.log"
+        )
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
-        kill_session(first.pid)  # Ray's daemons and agents the killed driver left behind, by PID
+        # Ray's daemons and agents the killed driver left behind (its agents ignore SIGTERM), by PID
+        kill_session(first.pid, grace=0)
     before = _snapshot(sweep)
     interrupted = [t for t, (status, epoch) in before.items() if status == "RUNNING" and epoch >= 2]
     assert interrupted, before
@@ -68,7 +98,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path, tiny_demo) -> None: 
     assert code == 0, tail(tmp_path / "resume.log")
 
     after = _snapshot(sweep)
-    assert len(after) == 4 and set(before) <= set(after)
+    assert len(after) == 3 and set(before) <= set(after)
     assert {status for status, _ in after.values()} == {"TERMINATED"}, after
     assert all(_restored(sweep / f"trial_{t}") for t in interrupted)  # continued from their checkpoints
 
@@ -82,7 +112,9 @@ def test_killed_driver_resumes_without_duplicates(tmp_path, tiny_demo) -> None: 
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
 
-    study = optuna.load_study(study_name="kr", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    study = optuna.load_study(study_name="kr", storage=f"sqlite:///{sweep / 'sweep_state' / 'optuna.db'}")
+    state = json.loads((sweep / "sweep_state" / "mlflow.json").read_text())
+    assert sorted(state["trials"]) == sorted(after) and state["sessions"] == 2  # not clobbered by Ray's sync
     assert sorted(t.state.name for t in study.trials) == sorted(
         "PRUNED" if r.data.tags["dcml.stopped_early"] == "true" else "COMPLETE" for r in children
     )

@@ -1,4 +1,4 @@
-"""Helpers shared by the tune tests (no tests here): tiny demo data, ports, processes started and stopped by PID.
+"""Helpers shared by the tune tests (no tests here): tiny demo data, ports, processes stopped by PID.
 
 Everything a test starts is stopped by PID: commands run in their own session (``start_new_session``), and the
 processes of that session (Ray daemonises its gcs/raylet/agents, the MLflow server forks workers) are found by
@@ -8,14 +8,15 @@ session id and killed one by one. Nothing is ever stopped by name, and ``ray sto
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -32,7 +33,9 @@ def tiny_demo(tmp_path_factory) -> Path:
     if not _TINY:
         from dcml_core.data import ensure_demo_dataset
 
-        _TINY.append(ensure_demo_dataset(tmp_path_factory.mktemp("tune_demo") / "tiny", n_per_class=8, image_size=24))
+        _TINY.append(
+            ensure_demo_dataset(tmp_path_factory.mktemp("tune_demo") / "tiny", n_per_class=8, image_size=24)
+        )
     return _TINY[0]
 
 
@@ -42,23 +45,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def short_tmpdir(prefix: str) -> Path:
-    """A short temporary folder (Ray's socket paths must stay under ~107 characters)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+@pytest.fixture()
+def short_tmp() -> Path:
+    """A short temporary folder for Ray's session files (its socket paths must stay under ~107 characters),
+    removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep_env(ray_tmp: Path, **extra: str) -> dict[str, str]:
     """Environment for the commands a test starts: no Ray token auth, a private Ray temp dir, no inherited
     MLflow store or Ray address, and no PYTHONPATH (``tune/run.py`` must find the repository by itself)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "PYTHONPATH")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "PYTHONPATH")
+    }
     env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0", **extra)
     return env
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     """Start a command in its own session, output to ``log``."""
-    out = open(log, "ab")  # noqa: SIM115 - closed by the OS when the child exits; kept for the test's lifetime
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    out = open(log, "ab")  # noqa: SIM115 - the child keeps it; closed when the child exits
+    return subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def run_sweep_cli(args: list[str], env: dict[str, str], log: Path, cwd: Path, timeout: float) -> int:
@@ -87,8 +98,9 @@ def session_pids(sid: int) -> list[int]:
 
 
 def kill_session(sid: int, grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL, every process of session ``sid``, one PID at a time."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    """SIGTERM, then SIGKILL, each process of session ``sid``, one PID at a time (``grace=0``: SIGKILL)."""
+    steps = ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)) if grace > 0 else ((signal.SIGKILL, 5.0),)
+    for sig, wait in steps:
         pids = session_pids(sid)
         for pid in pids:
             try:

@@ -14,11 +14,24 @@ from typing import Any
 
 DEFAULT_STORAGE = "runs/ray"  # relative to the current folder, made absolute
 SETTINGS_FILE = "sweep.json"
+# Our files live in a subfolder of Ray's experiment folder: on restore Ray copies the folder's top-level *.json
+# and *.pkl files to its staging folder and later uploads them back, which would overwrite newer versions of ours.
+STATE_SUBDIR = "sweep_state"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ADDRESS = re.compile(r"auto|ray://.+|[^\s:/]+:\d+")
 # Flags that define a sweep; on --resume they come from sweep.json and may not change.
-FROZEN_ON_RESUME = ("num_samples", "max_epochs", "scheduler", "search", "seed", "data_root", "mlflow_uri",
-                    "gpus_per_trial", "cpus_per_trial", "max_concurrent")  # fmt: skip
+FROZEN_ON_RESUME = (
+    "num_samples",
+    "max_epochs",
+    "scheduler",
+    "search",
+    "seed",
+    "data_root",
+    "mlflow_uri",
+    "gpus_per_trial",
+    "cpus_per_trial",
+    "max_concurrent",
+)
 
 
 class UsageError(ValueError):
@@ -57,13 +70,15 @@ class SweepSettings:
 
     @property
     def state_dir(self) -> Path:
-        """Local folder for sweep.json, mlflow.json and optuna.db: the sweep folder, or ./runs/state/<name>."""
+        """Folder of sweep.json, mlflow.json and optuna.db: <sweep>/sweep_state, or ./runs/state/<name>."""
         if self.storage_is_local:
-            return Path(self.storage.removeprefix("file://")) / self.name
+            return Path(self.storage.removeprefix("file://")) / self.name / STATE_SUBDIR
         return (Path.cwd() / "runs" / "state" / self.name).resolve()
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "dry_run", "address")}
+        return {
+            k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "dry_run", "address")
+        }
 
     def save(self) -> None:
         from tune.sweep_tracker import atomic_write_json
@@ -81,21 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the search spaces and exit")
     p.add_argument("--data-root", help="dataset folder (or its parent); not needed for the demo spaces")
     p.add_argument("--num-samples", type=int, help="number of trials (default: the space's)")
-    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: the space's); rungs move inside")
-    p.add_argument("--scheduler", choices=["asha", "fifo"], help="early stopping: asha (default) or fifo (none)")
+    p.add_argument(
+        "--max-epochs", type=int, help="epochs per trial (default: the space's); rungs move inside"
+    )
+    p.add_argument(
+        "--scheduler", choices=["asha", "fifo"], help="early stopping: asha (default) or fifo (none)"
+    )
     p.add_argument("--search", choices=["optuna", "random"], help="searcher: optuna TPE (default) or random")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions pack trials on a card "
-                   "(default: 1 if the cluster has GPUs, else 0)")  # fmt: skip
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per trial, fractions pack trials on a card (default: 1 if the cluster has GPUs, else 0)",
+    )
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the space's)")
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
-    p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start a local Ray)")
+    p.add_argument(
+        "--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)"
+    )
+    p.add_argument(
+        "--address", help="join a running Ray cluster: auto or HOST:PORT (default: start a local Ray)"
+    )
     p.add_argument("--storage", help=f"Ray storage root, path or URI (default: ./{DEFAULT_STORAGE})")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI: http(s)://, sqlite:///..., or a folder "
-                   "(default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")  # fmt: skip
+    p.add_argument(
+        "--mlflow-uri",
+        help="MLflow tracking URI: http(s)://, sqlite:///..., or a folder "
+        "(default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)",
+    )
     p.add_argument("--name", help="sweep name = MLflow experiment (default: <space>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after its driver stopped")
     p.add_argument("--seed", type=int, help="seed of the searcher (default 0)")
-    p.add_argument("--dry-run", action="store_true", help="sample and validate configurations, print them, start nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="sample and validate configurations, print them, start nothing"
+    )
     return p
 
 
@@ -123,19 +154,32 @@ def check_args(args: argparse.Namespace) -> None:
     _positive(args.max_concurrent, "--max-concurrent")
     _positive(args.cpus_per_trial, "--cpus-per-trial")
     _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
-    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
-        raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g}: above 1 GPU only whole GPUs can be requested")
+    if (
+        args.gpus_per_trial is not None
+        and args.gpus_per_trial > 1
+        and not float(args.gpus_per_trial).is_integer()
+    ):
+        raise UsageError(
+            f"--gpus-per-trial {args.gpus_per_trial:g}: above 1 GPU only whole GPUs can be requested"
+        )
 
 
-def storage_root(value: str | None) -> str:
-    """An absolute storage path (created, checked writable) or a URI left as given."""
+def storage_root(value: str | None, create: bool = True) -> str:
+    """An absolute, writable storage path (created unless ``create`` is False), or a URI as given."""
     if value and "://" in value and not value.startswith("file://"):
         return value
     path = Path((value or DEFAULT_STORAGE).removeprefix("file://")).expanduser().resolve()
+    if not create:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise UsageError(f"--storage {path}: {existing} is not a writable folder; pass a writable folder")
+        return str(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"--storage {path}: cannot create it ({err.strerror}); pass a writable folder") from None
+        raise UsageError(
+            f"--storage {path}: cannot create it ({err.strerror}); pass a writable folder"
+        ) from None
     if not os.access(path, os.W_OK):
         raise UsageError(f"--storage {path} is not writable; pass a writable folder")
     return str(path)
@@ -149,7 +193,9 @@ def load_saved(state_dir: Path) -> dict[str, Any]:
     """The settings saved by the first run of a sweep (for --resume)."""
     path = state_dir / SETTINGS_FILE
     if not path.exists():
-        raise UsageError(f"no sweep to resume in {state_dir} ({SETTINGS_FILE} missing); check --name and --storage")
+        raise UsageError(
+            f"no sweep to resume in {state_dir} ({SETTINGS_FILE} missing); check --name and --storage"
+        )
     return json.loads(path.read_text())
 
 
@@ -163,5 +209,7 @@ def merge_resume(args: argparse.Namespace, saved: dict[str, Any]) -> dict[str, A
             given = str(Path(given).expanduser().resolve())
         if given is not None and given != saved.get(key):
             flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} cannot change on --resume (the sweep used {saved.get(key)!r}, got {given!r})")
+            raise UsageError(
+                f"{flag} cannot change on --resume (the sweep used {saved.get(key)!r}, got {given!r})"
+            )
     return saved

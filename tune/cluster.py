@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,24 @@ class ClusterError(RuntimeError):
 
 
 def worker_runtime_env() -> dict[str, Any]:
-    """Make ``import tune`` / ``dcml_core`` work in Ray workers, installed or not (same path on every node)."""
+    """Make ``import tune`` / ``dcml_core`` work in Ray workers, installed or not (same path on all nodes)."""
     path = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}}
+
+
+def check_address(address: str | None, timeout: float = 3.0) -> None:
+    """Fail fast when nothing listens at ``--address HOST:PORT`` (``ray.init`` would retry for minutes)."""
+    if not address or address == "auto" or address.startswith("ray://"):
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ClusterError(
+            f"no Ray head answers at --address {address} ({err.strerror or err}); start one with "
+            f"`ray start --head --port {port}` (docs/sweeps.md 'Clusters') or drop --address for a local Ray"
+        ) from None
 
 
 def start_ray(address: str | None) -> None:
@@ -47,7 +63,8 @@ def check_tracking_for_cluster(tracking_uri: str) -> None:
     nodes = alive_nodes()
     if len(nodes) > 1 and not is_remote(tracking_uri):
         raise ClusterError(
-            f"the Ray cluster has {len(nodes)} nodes but the MLflow store {tracking_uri} is local to this machine: "
+            f"the Ray cluster has {len(nodes)} nodes but the MLflow store {tracking_uri} is local to this "
+            "machine: "
             "a local MLflow store (sqlite) cannot be shared by the nodes and their users. Start "
             "`mlflow server --backend-store-uri sqlite:///PATH/mlflow.db --host 127.0.0.1 --port 5000` "
             "(or a postgresql:// database) and pass --mlflow-uri http://HOST:5000 (docs/sweeps.md 'Clusters')"
@@ -61,8 +78,11 @@ def default_gpus_per_trial() -> float:
 
 def check_resources(cpus: float, gpus: float) -> None:
     """Fail before the sweep when no node can ever place one trial (Tune would wait forever)."""
-    fits = [n for n in alive_nodes()
-            if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]  # fmt: skip
+    fits = [
+        n
+        for n in alive_nodes()
+        if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus
+    ]
     if not fits:
         have = [(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in alive_nodes()]
         raise ClusterError(

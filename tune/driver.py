@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from search_spaces import SearchSpace
 from tune.cli import SweepSettings
 from tune.cluster import (
     ClusterError,
+    alive_nodes,
     check_resources,
     check_tracking_for_cluster,
     default_gpus_per_trial,
@@ -30,7 +32,8 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 3
 def sweep_params(settings: SweepSettings, space: SearchSpace, gpus: float) -> dict[str, Any]:
     """Parameters of the parent run."""
     params: dict[str, Any] = {
-        **{k: v for k, v in settings.to_json().items() if k not in ("mlflow_uri",)},
+        **{k: v for k, v in settings.to_json().items() if k not in ("mlflow_uri", "search")},
+        "searcher": settings.search,
         "gpus_per_trial": gpus,
         "max_epochs": space.n_epochs,
         "sampled_params": ",".join(space.distributions()),
@@ -44,21 +47,27 @@ def sweep_params(settings: SweepSettings, space: SearchSpace, gpus: float) -> di
 
 def sweep_tags(settings: SweepSettings, command: str) -> dict[str, str]:
     """Tags of the parent run: code version, package versions, the command line."""
-    return {"dcml.space": settings.space, "dcml.git_commit": git_commit(), "dcml.command": command,
-            **package_versions()}  # fmt: skip
+    return {
+        "dcml.space": settings.space,
+        "dcml.git_commit": git_commit(),
+        "dcml.command": command,
+        **package_versions(),
+    }
 
 
 def announce(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float) -> None:
     rungs = asha_rungs(space.scheduler) if settings.scheduler == "asha" else []
-    print(
-        f"Sweep '{settings.name}' ({'resumed' if settings.resume else 'new'}): space {settings.space}, "
-        f"{settings.num_samples} trials x {space.n_epochs} epochs, searcher {settings.search} (seed {settings.seed}), "
-        f"scheduler {settings.scheduler}{f' (rungs at epochs {rungs})' if rungs else ''}\n"
-        f"  per trial {cpus:g} CPU, {gpus:g} GPU; at most {settings.max_concurrent or 'as resources allow'} at once; "
-        f"{len(ray.nodes())} Ray node(s)\n  storage {settings.sweep_path}\n  MLflow {settings.mlflow_uri} "
-        f"(experiment '{settings.name}')",
-        flush=True,
-    )
+    state = "resumed" if settings.resume else "new"
+    at_once = settings.max_concurrent or "as resources allow"
+    lines = [
+        f"Sweep '{settings.name}' ({state}): space {settings.space}, {settings.num_samples} trials x "
+        f"{space.n_epochs} epochs, searcher {settings.search} (seed {settings.seed}), scheduler "
+        f"{settings.scheduler}" + (f" (rungs at epochs {rungs})" if rungs else ""),
+        f"  per trial {cpus:g} CPU, {gpus:g} GPU; at most {at_once} at once; {len(alive_nodes())} node(s)",
+        f"  storage {settings.sweep_path}",
+        f"  MLflow {settings.mlflow_uri} (experiment '{settings.name}')",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def log_best_checkpoints(tracker: Any, records: list, k: int = TOP_K_ARTIFACTS) -> None:
@@ -71,6 +80,8 @@ def log_best_checkpoints(tracker: Any, records: list, k: int = TOP_K_ARTIFACTS) 
 def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
     """Start or join Ray, run (or resume) the sweep, print the summary; returns the exit code."""
     start = time.time()
+    # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     start_ray(settings.address)
     try:
         check_tracking_for_cluster(settings.mlflow_uri)
@@ -81,9 +92,13 @@ def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
             settings.save()
         announce(settings, space, cpus, gpus)
         tracker = tracker_for(settings.mlflow_uri, settings.state_dir, settings.name)
-        tracker.start_sweep(sweep_params(settings, space, gpus), sweep_tags(settings, command))
-        callbacks = [MLflowSweepCallback(settings.mlflow_uri, settings.state_dir, settings.name, space.n_epochs),
-                     ProgressCallback(settings.num_samples, space.n_epochs)]  # fmt: skip
+        tracker.start_sweep(
+            sweep_params(settings, space, gpus), sweep_tags(settings, command), settings.resume
+        )
+        callbacks = [
+            MLflowSweepCallback(settings.mlflow_uri, settings.state_dir, settings.name, space.n_epochs),
+            ProgressCallback(settings.num_samples, space.n_epochs),
+        ]
         if settings.resume:
             tuner = restore_tuner(settings, cpus, gpus)
         else:
@@ -93,13 +108,18 @@ def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
         interrupted = any(r.status == "unfinished" for r in records)
         if not interrupted:
             log_best_checkpoints(tracker, records)
-        text, metrics = summary_text(records, time.time() - start, gpus, cpus, ui_command(settings.mlflow_uri))
+        text, metrics = summary_text(
+            records, time.time() - start, gpus, cpus, ui_command(settings.mlflow_uri)
+        )
         tracker.close_unfinished("KILLED")
         tracker.finish_sweep(metrics, status="KILLED" if interrupted else "FINISHED")
         print("\n" + text, flush=True)
         if interrupted:
-            print(f"Sweep interrupted; continue it with: python tune/run.py --space {settings.space} "
-                  f"--name {settings.name} --resume", flush=True)  # fmt: skip
+            print(
+                f"Sweep interrupted; continue it with: python tune/run.py --space {settings.space} "
+                f"--name {settings.name} --storage {settings.storage} --resume",
+                flush=True,
+            )
             return EXIT_INTERRUPTED
         return EXIT_OK
     except (ClusterError, TrackingError) as err:

@@ -1,9 +1,10 @@
-"""The driver-side Tune callback that writes a sweep to MLflow through :class:`tune.sweep_tracker.SweepTracker`.
+"""Driver-side Tune callback writing a sweep to MLflow through :class:`tune.sweep_tracker.SweepTracker`.
 
-Why not ``MLflowLoggerCallback`` or ``setup_mlflow``: the former opens a new run for a resumed trial (duplicates,
-the old one left RUNNING) and cannot nest; the latter writes from every worker, which a SQLite store does not
-survive. This callback is the single writer, in the driver. Tune pickles it into ``tuner.pkl``, so it keeps only
-plain settings; the tracker is shared per state directory (:func:`tracker_for`) and rebuilt after a restore.
+Why not ``MLflowLoggerCallback`` or ``setup_mlflow``: the former opens a new run for a resumed trial
+(duplicates, the old one left RUNNING) and cannot nest; the latter writes from every worker, which a SQLite
+store does not survive. This callback is the single writer, in the driver. Tune pickles it into ``tuner.pkl``,
+so it keeps only plain settings; the tracker is shared per state directory (:func:`tracker_for`) and rebuilt
+after a restore.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def tracker_for(tracking_uri: str, state_dir: str | Path, sweep_name: str) -> Sw
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
-    """MLflow params of a trial: ``ExperimentConfig.flat()`` (same keys for every space), or the raw config."""
+    """MLflow params of a trial: ``ExperimentConfig.flat()`` (same keys in every space), or the raw config."""
     try:
         return ExperimentConfig.from_dict(config).flat()
     except ValueError:  # the trial will fail on the same config; still record what it was given
@@ -86,9 +87,13 @@ class MLflowSweepCallback(Callback):
         self._end(trial, error=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Close the runs of trials that ended while no driver was watching (e.g. just before a crash)."""
+        """Close the runs of trials that ended while no driver was watching (e.g. just before a crash).
+
+        Only trials whose last result says ``done`` really ended: when the sweep is interrupted (Ctrl-C), Tune
+        marks the trials it stops TERMINATED too, and those continue after ``--resume``.
+        """
         for trial in trials:
-            if trial.status == "TERMINATED":
+            if trial.status == "TERMINATED" and (trial.last_result or {}).get("done"):
                 self._end(trial, error=False)
             elif trial.status == "ERROR":
                 self._end(trial, error=True)
@@ -104,8 +109,11 @@ class MLflowSweepCallback(Callback):
             return
         epochs_done = int(result.get(EPOCH, 0))
         early = epochs_done < trial_epochs(trial.config, self.max_epochs)
-        final = {f"final/{k}": v for k, v in metrics_of(result).items()
-                 if k.startswith("val/") and not k.endswith("eval_time_s")}  # fmt: skip
+        final = {
+            f"final/{k}": v
+            for k, v in metrics_of(result).items()
+            if k.startswith("val/") and not k.endswith("eval_time_s")
+        }
         self.tracker.end_trial(trial.trial_id, "FINISHED", {STOPPED_TAG: str(early).lower()}, final)
 
     def __getstate__(self) -> dict[str, Any]:  # only plain settings go into tuner.pkl

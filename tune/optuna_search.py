@@ -1,11 +1,11 @@
 """OptunaSearch that tells Optuna the truth about trials a scheduler stopped early.
 
-Ray's ``OptunaSearch.on_trial_complete`` reports every trial with a metric as ``COMPLETE`` (ecosystem.md §1.4),
-so TPE takes the Recall@1 of a trial ASHA stopped at its first rung for a final score. Here a trial that ends
-without error before its last epoch is told as ``PRUNED`` (Optuna keeps its per-epoch intermediate values, which
-TPE uses for pruned trials), an error as ``FAIL``, and only a trial that ran all its epochs as ``COMPLETE``.
-Intermediate values are reported with ``step = epoch`` and never twice for the same step, including the result
-a trial was stopped on (Tune does not pass that one to ``on_trial_result``).
+Ray's ``OptunaSearch.on_trial_complete`` reports every trial with a metric as ``COMPLETE`` (ecosystem.md
+§1.4), so TPE takes the Recall@1 of a trial ASHA stopped at its first rung for a final score. Here a trial
+that ends without error before its last epoch is told as ``PRUNED`` (Optuna keeps its per-epoch intermediate
+values, which TPE uses for pruned trials), an error as ``FAIL``, and only a trial that ran all its epochs as
+``COMPLETE``. Intermediate values are reported with ``step = epoch`` and never twice for the same step,
+including the result a trial was stopped on (Tune does not pass that one to ``on_trial_result``).
 """
 
 from __future__ import annotations

@@ -23,17 +23,21 @@ class ProgressCallback(Callback):
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp} done {done}/{self.num_samples}, {running} running] {text}", file=sys.stdout, flush=True)
+        print(
+            f"[{stamp} done {done}/{self.num_samples}, {running} running] {text}", file=sys.stdout, flush=True
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(trials, f"trial {trial.trial_id} started on {trial.node_ip or 'a node'}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         n = trial_epochs(trial.config, self.max_epochs)
+        nan = float("nan")
+        val, best = result.get(OBJECTIVE, nan), result.get(f"best/{OBJECTIVE}", nan)
         text = (
-            f"trial {trial.trial_id} epoch {result.get(EPOCH, '?')}/{n} val R@1 {result.get(OBJECTIVE, float('nan')):.4f}"
-            f" (best {result.get(f'best/{OBJECTIVE}', float('nan')):.4f}) loss {result.get('train/loss', float('nan')):.4f}"
-            f" | {result.get('time/train_s', 0):.0f}s train, {result.get('time/eval_s', 0):.0f}s eval"
+            f"trial {trial.trial_id} epoch {result.get(EPOCH, '?')}/{n} val R@1 {val:.4f} (best {best:.4f}) "
+            f"loss {result.get('train/loss', nan):.4f} | {result.get('time/train_s', 0):.0f}s train, "
+            f"{result.get('time/eval_s', 0):.0f}s eval"
         )
         self._print(trials, text)
 

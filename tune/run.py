@@ -10,7 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: put the repository first, not tune/ (it would shadow modules)
+if __package__ in (
+    None,
+    "",
+):  # run as a script: put the repository first, not tune/ (it would shadow modules)
     _HERE = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
     sys.path.insert(0, str(_HERE.parent))
@@ -30,6 +33,7 @@ from tune.cli import (  # noqa: E402
     merge_resume,
     storage_root,
 )
+from tune.cluster import ClusterError, check_address  # noqa: E402
 from tune.validation import validate_space  # noqa: E402
 
 EXIT_USAGE = 2
@@ -49,26 +53,42 @@ def settings_from_args(args) -> SweepSettings:
     """Checked settings of a new sweep or, with --resume, the saved ones."""
     check_args(args)
     space = search_spaces.get(args.space)
-    storage = storage_root(args.storage)
+    storage = storage_root(args.storage, create=not args.dry_run)
     name = args.name or default_name(args.space)
     if args.data_root is not None:
         args.data_root = str(Path(args.data_root).expanduser().resolve())
     if args.mlflow_uri is not None:
         args.mlflow_uri = resolve_tracking_uri(args.mlflow_uri)
     fresh = SweepSettings(
-        space=args.space, name=name, storage=storage, data_root=args.data_root,
-        num_samples=args.num_samples or space.defaults["num_samples"], max_epochs=args.max_epochs,
-        scheduler=args.scheduler or "asha", search=args.search or "optuna", gpus_per_trial=args.gpus_per_trial,
+        space=args.space,
+        name=name,
+        storage=storage,
+        data_root=args.data_root,
+        num_samples=args.num_samples or space.defaults["num_samples"],
+        max_epochs=args.max_epochs,
+        scheduler=args.scheduler or "asha",
+        search=args.search or "optuna",
+        gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial or space.defaults["cpus_per_trial"],
-        max_concurrent=args.max_concurrent or space.defaults["max_concurrent"], address=args.address,
-        mlflow_uri=args.mlflow_uri or resolve_tracking_uri(None), seed=0 if args.seed is None else args.seed,
+        max_concurrent=args.max_concurrent or space.defaults["max_concurrent"],
+        address=args.address,
+        mlflow_uri=args.mlflow_uri or resolve_tracking_uri(None),
+        seed=0 if args.seed is None else args.seed,
         dry_run=args.dry_run,
-    )  # fmt: skip
+    )
     if args.resume:
         saved = merge_resume(args, load_saved(fresh.state_dir))
         return SweepSettings(**{**saved, "storage": storage, "address": args.address, "resume": True})
-    if not args.dry_run and fresh.storage_is_local and Path(fresh.sweep_path).exists() and any(Path(fresh.sweep_path).iterdir()):
-        raise UsageError(f"sweep '{name}' already exists in {fresh.sweep_path}: continue it with --resume or pick another --name")
+    if (
+        not args.dry_run
+        and fresh.storage_is_local
+        and Path(fresh.sweep_path).exists()
+        and any(Path(fresh.sweep_path).iterdir())
+    ):
+        raise UsageError(
+            f"sweep '{name}' already exists in {fresh.sweep_path}: continue it with --resume or pick another "
+            "--name"
+        )
     return fresh
 
 
@@ -77,8 +97,8 @@ def check_resumable(settings: SweepSettings) -> None:
 
     if not tune.Tuner.can_restore(settings.sweep_path):
         raise UsageError(
-            f"sweep '{settings.name}' has no Tune state in {settings.sweep_path} (its driver stopped before the first "
-            "trial was set up); start it again without --resume"
+            f"sweep '{settings.name}' has no Tune state in {settings.sweep_path} (its driver stopped before "
+            "the first trial was set up); start it again without --resume"
         )
 
 
@@ -91,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         check_tracking_uri(settings.mlflow_uri)
+        check_address(settings.address)
         if settings.resume:
             check_resumable(settings)
         space = search_spaces.get(settings.space).with_overrides(settings.data_root, settings.max_epochs)
-        report = validate_space(space, n=settings.num_samples if settings.dry_run else min(settings.num_samples, 8),
-                                seed=settings.seed)  # fmt: skip
-    except (UsageError, search_spaces.SearchSpaceError, ConfigError, TrackingError, FileNotFoundError, ValueError) as err:
+        n_checked = settings.num_samples if settings.dry_run else min(settings.num_samples, 8)
+        report = validate_space(space, n=n_checked, seed=settings.seed)
+    except (
+        UsageError,
+        ClusterError,
+        search_spaces.SearchSpaceError,
+        ConfigError,
+        TrackingError,
+        OSError,  # FileNotFoundError and friends: data, weights, storage
+        ValueError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if settings.dry_run:

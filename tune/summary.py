@@ -33,11 +33,15 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def trial_status(ray_status: str, epochs: int, n_epochs: int) -> str:
-    """Summary status of a trial from Ray's status and how many epochs it ran."""
+def trial_status(ray_status: str, epochs: int, n_epochs: int, done: bool = True) -> str:
+    """Summary status of a trial from Ray's status, whether its last result was final, and its epochs.
+
+    An interrupted sweep (Ctrl-C) leaves Ray's trials TERMINATED without a final (``done``) result:
+    unfinished.
+    """
     if ray_status == "ERROR":
         return "failed"
-    if ray_status != "TERMINATED":
+    if ray_status != "TERMINATED" or not done:
         return "unfinished"
     return "stopped early" if epochs < n_epochs else "completed"
 
@@ -53,16 +57,20 @@ def records_from_results(results: Any, sampled: list[str], default_epochs: int) 
             checkpoint = result.get_best_checkpoint(OBJECTIVE, "max") if metrics else None
         except (RuntimeError, ValueError, KeyError):
             checkpoint = None
-        records.append(TrialRecord(
-            trial_id=trial.trial_id,
-            status=trial_status(trial.status, epochs, n_epochs),
-            epochs=epochs,
-            params={name: _lookup(trial.config, name) for name in sampled},
-            best_val=float(metrics.get(BEST_VAL, math.nan)),
-            best_test=float(metrics.get(BEST_TEST, math.nan)),
-            time_total_s=float(metrics.get("time_total_s", 0.0)),
-            checkpoint=checkpoint,
-        ))  # fmt: skip
+        records.append(
+            TrialRecord(
+                trial_id=trial.trial_id,
+                status=trial_status(
+                    trial.status, epochs, n_epochs, bool((trial.last_result or {}).get("done"))
+                ),
+                epochs=epochs,
+                params={name: _lookup(trial.config, name) for name in sampled},
+                best_val=float(metrics.get(BEST_VAL, math.nan)),
+                best_test=float(metrics.get(BEST_TEST, math.nan)),
+                time_total_s=float(metrics.get("time_total_s", 0.0)),
+                checkpoint=checkpoint,
+            )
+        )
     return records
 
 
@@ -84,8 +92,18 @@ def best_table(records: list[TrialRecord], top: int = 5) -> str:
         return "(no trial reported a validation result)"
     names = list(rows[0].params)
     header = ["#", "trial", *[n.split(".")[-1] for n in names], "val R@1", "test R@1*", "epochs", "status"]
-    body = [[str(i + 1), r.trial_id, *[_fmt(r.params[n]) for n in names], f"{r.best_val:.4f}",
-             f"{r.best_test:.4f}", str(r.epochs), r.status] for i, r in enumerate(rows)]  # fmt: skip
+    body = [
+        [
+            str(i + 1),
+            r.trial_id,
+            *[_fmt(r.params[n]) for n in names],
+            f"{r.best_val:.4f}",
+            f"{r.best_test:.4f}",
+            str(r.epochs),
+            r.status,
+        ]
+        for i, r in enumerate(rows)
+    ]
     widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -100,7 +118,9 @@ def counts(records: list[TrialRecord]) -> dict[str, int]:
     return out
 
 
-def device_hours(records: list[TrialRecord], gpus_per_trial: float, cpus_per_trial: float) -> tuple[float, str]:
+def device_hours(
+    records: list[TrialRecord], gpus_per_trial: float, cpus_per_trial: float
+) -> tuple[float, str]:
     """Sum of trial time x devices held, in hours: GPU-hours if trials had GPUs, else CPU-core-hours."""
     seconds = sum(r.time_total_s for r in records)
     if gpus_per_trial > 0:
@@ -117,7 +137,10 @@ def summary_text(
     lines = [f"Best trials (of {len(records)}):", best_table(records, top), ""]
     best = ranked(records)[0] if ranked(records) else None
     if best is not None:
-        lines.append(f"Best configuration ({best.trial_id}): " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+        lines.append(
+            f"Best configuration ({best.trial_id}): "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        )
         lines.append(f"  val Recall@1 {best.best_val:.4f}, test Recall@1 at that epoch {best.best_test:.4f}")
     lines.append(
         f"Trials: {n['completed']} completed, {n['stopped early']} stopped early, {n['failed']} failed"

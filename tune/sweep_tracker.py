@@ -1,10 +1,11 @@
 """The MLflow side of a sweep: one experiment, a parent run, one nested child run per trial, resume-safe.
 
-This is the only MLflow writer of a sweep and lives in the driver (no Ray import here, so it is testable alone).
-Its state, ``<state dir>/mlflow.json`` (tracking URI, experiment and parent run ids, trial id -> run id), is
-written atomically on every change and can be rebuilt from MLflow itself (tags ``dcml.sweep``, ``dcml.role``
-and ``ray.trial_id``). Metrics are logged with ``step = epoch``; a (key, step) pair is never logged twice, even
-when Ray re-delivers the epochs a resumed trial repeats after restoring an older checkpoint.
+This is the only MLflow writer of a sweep and lives in the driver (no Ray import here, so it is testable
+alone). Its state, ``<state dir>/mlflow.json`` (tracking URI, experiment and parent run ids, trial id -> run
+id), is written atomically on every change and can be rebuilt from MLflow itself (tags ``dcml.sweep``,
+``dcml.role`` and ``ray.trial_id``). Metrics are logged with ``step = epoch``; a (key, step) pair is never
+logged twice, even when Ray re-delivers the epochs a resumed trial repeats after restoring an older
+checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from dcml_core.metric_names import EPOCH
+from dcml_core.tracking import TrackingError
 
 STATE_FILE = "mlflow.json"
 SWEEP_TAG, ROLE_TAG, TRIAL_TAG = "dcml.sweep", "dcml.role", "ray.trial_id"
@@ -90,11 +92,17 @@ class SweepTracker:
     def parent_run_id(self) -> str:
         return self.state["parent_run_id"]
 
-    def start_sweep(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+    def start_sweep(self, params: dict[str, Any], tags: dict[str, str], resume: bool = False) -> str:
         """Create (or, on resume, reopen) the experiment and the parent run; returns the parent run id."""
         with self._lock:
             self.state["experiment_id"] = self._experiment()
             run_id = self.state.get("parent_run_id") or self._find_parent()
+            if run_id is not None and not resume:
+                raise TrackingError(
+                    f"MLflow already holds a sweep '{self.sweep_name}' (parent run {run_id} in "
+                    f"{self.tracking_uri}); continue it with --resume or choose another --name"
+                )
+            self.state["sessions"] = int(self.state.get("sessions", 0)) + 1
             if run_id is None:
                 run = self.client.create_run(
                     self.experiment_id,
@@ -111,9 +119,10 @@ class SweepTracker:
             return run_id
 
     def finish_sweep(self, metrics: dict[str, float], status: str = "FINISHED") -> None:
-        """Log the sweep summary on the parent run and end it."""
+        """Log the sweep summary on the parent run (step = driver session, 0 first) and end it."""
         with self._lock:
-            self._log_metrics(self.parent_run_id, {k: v for k, v in metrics.items() if _finite(v)}, step=0)
+            step = int(self.state.get("sessions", 1)) - 1
+            self._log_metrics(self.parent_run_id, {k: v for k, v in metrics.items() if _finite(v)}, step=step)
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def _experiment(self) -> str:
@@ -122,13 +131,15 @@ class SweepTracker:
         exp = self.client.get_experiment_by_name(self.sweep_name)
         if exp is not None:
             if exp.lifecycle_stage != "active":
-                raise RuntimeError(
+                raise TrackingError(
                     f"MLflow experiment '{self.sweep_name}' is deleted in {self.tracking_uri}; restore it "
                     "(mlflow experiments restore) or choose another --name"
                 )
             return exp.experiment_id
         location = artifact_location(self.tracking_uri, self.sweep_name)
-        return self.client.create_experiment(self.sweep_name, artifact_location=location, tags={SWEEP_TAG: self.sweep_name})
+        return self.client.create_experiment(
+            self.sweep_name, artifact_location=location, tags={SWEEP_TAG: self.sweep_name}
+        )
 
     def _find_parent(self) -> str | None:
         runs = self._search(f"tags.`{SWEEP_TAG}` = '{self.sweep_name}' and tags.`{ROLE_TAG}` = 'parent'")
@@ -155,8 +166,12 @@ class SweepTracker:
                 run = self.client.create_run(
                     self.experiment_id,
                     run_name=trial_name,
-                    tags={"mlflow.parentRunId": self.parent_run_id, SWEEP_TAG: self.sweep_name,
-                          ROLE_TAG: "trial", TRIAL_TAG: trial_id},  # fmt: skip
+                    tags={
+                        "mlflow.parentRunId": self.parent_run_id,
+                        SWEEP_TAG: self.sweep_name,
+                        ROLE_TAG: "trial",
+                        TRIAL_TAG: trial_id,
+                    },
                 )
                 run_id = run.info.run_id
                 self.state["trials"][trial_id] = run_id
@@ -167,7 +182,7 @@ class SweepTracker:
             return run_id
 
     def log_result(self, trial_id: str, result: dict[str, Any]) -> bool:
-        """Log one epoch's metrics with step = epoch; False (nothing logged) when that epoch is already there."""
+        """Log one epoch's metrics with step = epoch; False (nothing logged) if that epoch is logged."""
         with self._lock:
             run_id = self.run_id(trial_id)
             if run_id is None or EPOCH not in result:
@@ -183,13 +198,15 @@ class SweepTracker:
     def end_trial(
         self, trial_id: str, status: str, tags: dict[str, str], final: dict[str, float] | None = None
     ) -> None:
-        """End a child run: final metrics, tags (``dcml.stopped_early``, ``dcml.error``), a terminal status."""
+        """End a child run: final metrics, tags (``dcml.stopped_early``, ``dcml.error``), terminal status."""
         with self._lock:
             run_id = self.run_id(trial_id)
             if run_id is None or self.status(run_id) in _TERMINAL:
                 return
             if final:
-                self._log_metrics(run_id, {k: v for k, v in final.items() if _finite(v)}, self.last_step(run_id))
+                self._log_metrics(
+                    run_id, {k: v for k, v in final.items() if _finite(v)}, self.last_step(run_id)
+                )
             self._log_tags(run_id, tags)
             self.client.set_terminated(run_id, status=status)
             self._status[run_id] = status
@@ -231,7 +248,9 @@ class SweepTracker:
             self._status[run_id] = "RUNNING"
 
     def _search(self, filter_string: str) -> list:
-        return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000))
+        return list(
+            self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000)
+        )
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, _param_value(v)[:6000]) for k, v in sorted(params.items())]
@@ -255,4 +274,3 @@ class SweepTracker:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-

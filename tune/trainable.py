@@ -1,10 +1,11 @@
 """The Tune trainable: one function that runs the engine epoch by epoch and reports with a checkpoint.
 
-config (nested dict) -> :class:`ExperimentConfig` -> :class:`Engine` on the device Ray gave the trial, restored
-from the trial's checkpoint when there is one -> per epoch: train, evaluate ``val`` (the objective), evaluate
-``test`` only when the validation objective improves (or every ``eval.test_every`` epochs) -> ``tune.report`` with
-a checkpoint directory (engine state + ``tune_state.json``). Test metrics are reported and logged, never optimised:
-``best/test/...`` are the test metrics at the epoch the validation objective selected.
+config (nested dict) -> :class:`ExperimentConfig` -> :class:`Engine` on the device Ray gave the trial,
+restored from the trial's checkpoint when there is one -> per epoch: train, evaluate ``val`` (the objective),
+evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs) ->
+``tune.report`` with a checkpoint directory (engine state + ``tune_state.json``). Test metrics are reported
+and logged, never optimised: ``best/test/...`` are the test metrics at the epoch the validation objective
+selected.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,8 @@ def _scores(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def quiet_worker() -> None:
-    """Silence per-epoch log lines that drown the sweep's progress output in the driver."""
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # "Checkpoint successfully created"
-    # dcml_core/engine.py formats float(loss) of a graph tensor in its progress message (reported upstream).
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+    """Silence Ray's per-epoch "Checkpoint successfully created" lines (they drown the progress output)."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 
 def dcml_trial(config: dict[str, Any]) -> None:

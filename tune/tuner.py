@@ -34,8 +34,12 @@ def build_scheduler(settings: SweepSettings, space: SearchSpace) -> TrialSchedul
     if settings.scheduler == "fifo":
         return FIFOScheduler()
     s = space.scheduler
-    return ASHAScheduler(time_attr=EPOCH, max_t=s["max_t"], grace_period=s["grace_period"],
-                         reduction_factor=s["reduction_factor"])  # fmt: skip
+    return ASHAScheduler(
+        time_attr=EPOCH,
+        max_t=s["max_t"],
+        grace_period=s["grace_period"],
+        reduction_factor=s["reduction_factor"],
+    )
 
 
 def build_searcher(settings: SweepSettings, space: SearchSpace) -> Any:
@@ -61,7 +65,9 @@ def trainable(cpus: float, gpus: float) -> Any:
     return tune.with_resources(dcml_trial, {"cpu": cpus, "gpu": gpus})
 
 
-def new_tuner(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float, callbacks: list) -> tune.Tuner:
+def new_tuner(
+    settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float, callbacks: list
+) -> tune.Tuner:
     """A fresh Tuner for the sweep."""
     searcher = build_searcher(settings, space)
     return tune.Tuner(
@@ -80,7 +86,9 @@ def new_tuner(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: fl
             name=settings.name,
             storage_path=settings.storage,
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode
+                num_to_keep=CHECKPOINTS_PER_TRIAL,
+                checkpoint_score_attribute=space.metric,
+                checkpoint_score_order=space.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             callbacks=callbacks,
@@ -90,9 +98,15 @@ def new_tuner(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: fl
 
 
 def restore_tuner(settings: SweepSettings, cpus: float, gpus: float) -> tune.Tuner:
-    """The Tuner of a sweep whose driver stopped: finished trials kept, unfinished ones resumed, searcher restored.
+    """The Tuner of a sweep whose driver stopped: finished trials kept, unfinished ones resumed, searcher
+    restored.
 
     Callbacks, searcher and scheduler come back from the sweep folder (Tune pickled them there).
     """
-    return tune.Tuner.restore(settings.sweep_path, trainable=trainable(cpus, gpus), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)  # fmt: skip
+    return tune.Tuner.restore(
+        settings.sweep_path,
+        trainable=trainable(cpus, gpus),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )

@@ -22,7 +22,7 @@ class ValidationReport:
     data: dict[str, Any]
 
     def text(self, space: SearchSpace, seed: int) -> str:
-        """The ``--dry-run`` output: fixed settings, a table of the sampled values, the first full configuration."""
+        """The ``--dry-run`` output: settings, a table of the sampled values, the first full configuration."""
         names = list(space.distributions())
         rows = [[str(i + 1), *[_fmt(_lookup(s, n)) for n in names]] for i, s in enumerate(self.samples)]
         header = ["#", *[n.split(".")[-1] for n in names]]
@@ -30,9 +30,11 @@ class ValidationReport:
         table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
         lines = [
             f"Search space '{space.name}': {space.description}",
-            f"Objective: {space.metric} ({space.mode}); {space.n_epochs} epochs per trial; ASHA {space.scheduler}",
+            f"Objective: {space.metric} ({space.mode}); {space.n_epochs} epochs per trial; "
+            f"ASHA {space.scheduler}",
             f"Data: {json.dumps(self.data)}",
-            f"{len(self.samples)} configurations sampled at random (seed {seed}; the sweep's searcher draws its own):",
+            f"{len(self.samples)} configurations sampled at random (seed {seed}; the sweep's searcher draws "
+            "its own):",
             *table,
             "",
             "First configuration in full:",
@@ -53,7 +55,7 @@ def _fmt(value: Any) -> str:
 
 
 def resolved_pretrained(cfg: ExperimentConfig) -> str:
-    """What the engine loads for ``model.pretrained`` ('auto': ImageNet for the real data sets, none for demo)."""
+    """What the engine loads for ``model.pretrained`` ('auto': ImageNet for real data sets, none for demo)."""
     if cfg.model.pretrained != "auto":
         return cfg.model.pretrained
     return "none" if cfg.data.dataset == "demo" else "imagenet"
@@ -76,7 +78,8 @@ def check_data(cfg: ExperimentConfig) -> DataBundle:
     bundle = prepare_data(cfg)
     if not bundle.val:
         raise ValueError(
-            f"the validation split of {cfg.data.dataset} is empty (data.val_fraction={cfg.data.val_fraction}); "
+            f"the validation split of {cfg.data.dataset} is empty "
+            f"(data.val_fraction={cfg.data.val_fraction}); "
             "sweeps optimise validation Recall@1 and need held-out training classes"
         )
     return bundle

@@ -230,7 +230,7 @@ class DecodedCache:
                 os.unlink(tmp)
 
     def _original_image(self, row: int) -> Image.Image:
-        """The original RGB image: the stored pixels if unchanged, else the file, checked against its digest."""
+        """The original RGB image: the stored pixels if unchanged, else the file checked by digest."""
         if (self.stored_hw[row] == self.original_hw[row]).all():
             return Image.fromarray(self.image(row))
         data = (self.root / self.relpaths[row]).read_bytes()

@@ -147,11 +147,12 @@ class CachedPipeline:
         prefetch: bool = True,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        cache_size = cache_size or default_cache_size(resize_size)
+        default = default_cache_size(resize_size)
+        cache_size = cache_size or default
         if cache_size < crop_size:
             raise ValueError(
                 f"data.cache_size ({cache_size}) is below the crop size ({crop_size}): every crop would be "
-                f"upscaled from reduced images; use at least {crop_size} (default {default_cache_size(resize_size)})"
+                f"upscaled from reduced images; use at least {crop_size} (default {default})"
             )
         paths = [r.path for records in splits.values() for r in records]
         self.cache = open_cache(paths, cache_size, home=cache_home, name=name, progress=progress)

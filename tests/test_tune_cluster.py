@@ -1,0 +1,180 @@
+"""A two-node Ray cluster on this machine (head + worker, started by the test) and a real ``mlflow server``:
+``--address`` with a local SQLite store is refused; with the server the sweep runs trials on both nodes and
+logs one nested child run per trial over HTTP. Every process is stopped by PID (its session), never by
+name."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tests.test_tune_support import (
+    free_port,
+    kill_session,
+    run_sweep_cli,
+    short_tmp,  # noqa: F401  (fixture)
+    start,
+    sweep_env,
+    tail,
+    tiny_demo,  # noqa: F401  (session fixture)
+    wait_for,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _ray_started(log: Path) -> int:
+    """How often ``ray start`` reported its node up in its log."""
+    return log.read_text(errors="replace").count("Ray runtime started.")
+
+
+def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> None:  # noqa: F811
+    ray_tmp = short_tmp
+    env = sweep_env(ray_tmp)
+    head_port, mlflow_port = free_port(), free_port()
+    uri = f"http://127.0.0.1:{mlflow_port}"
+    started = []
+    try:
+        server = start(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'server.db'}",
+            ],
+            {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            tmp_path / "server.log",
+            tmp_path,
+        )
+        started.append(server.pid)
+        head = start(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--port",
+                str(head_port),
+                "--num-cpus",
+                "1",
+                "--num-gpus",
+                "0",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--include-dashboard",
+                "false",
+                "--temp-dir",
+                str(ray_tmp),
+                "--disable-usage-stats",
+                "--block",
+            ],
+            env,
+            tmp_path / "head.log",
+        )
+        started.append(head.pid)
+        assert wait_for(lambda: _ray_started(tmp_path / "head.log") == 1, 90), tail(tmp_path / "head.log")
+        worker = start(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--address",
+                f"127.0.0.1:{head_port}",
+                "--num-cpus",
+                "1",
+                "--num-gpus",
+                "0",
+                "--node-ip-address",
+                "127.0.0.2",
+                "--disable-usage-stats",
+                "--block",
+            ],
+            env,
+            tmp_path / "worker.log",
+        )
+        started.append(worker.pid)
+        assert wait_for(lambda: _ray_started(tmp_path / "worker.log") == 1, 90), tail(tmp_path / "worker.log")
+        assert wait_for(lambda: _healthy(f"{uri}/health"), 90), tail(tmp_path / "server.log")
+
+        common = [
+            "--space",
+            "smoke",
+            "--data-root",
+            str(tiny_demo),
+            "--num-samples",
+            "2",  # one trial per node at once (each node has 1 CPU)
+            "--max-epochs",
+            "2",
+            "--address",
+            f"127.0.0.1:{head_port}",
+            "--storage",
+            str(tmp_path / "ray"),
+        ]
+        # a local SQLite store cannot serve a multi-node cluster: refused before any trial, nothing written
+        code = run_sweep_cli(
+            [*common, "--name", "local", "--mlflow-uri", str(tmp_path / "local")],
+            env,
+            tmp_path / "local.log",
+            tmp_path,
+            timeout=180,
+        )
+        log = (tmp_path / "local.log").read_text()
+        assert code == 2 and "cannot be shared by the nodes" in log and "mlflow server" in log, log[-2000:]
+        assert not (tmp_path / "ray" / "local").exists()
+
+        code = run_sweep_cli(
+            [*common, "--name", "cluster", "--mlflow-uri", uri],
+            env,
+            tmp_path / "sweep.log",
+            tmp_path,
+            timeout=420,
+        )
+        assert code == 0, tail(tmp_path / "sweep.log")
+        assert "2 node(s)" in (tmp_path / "sweep.log").read_text()
+
+        results = [
+            json.loads(line)
+            for path in (tmp_path / "ray" / "cluster").glob("trial_*/result.json")
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        assert len({r["node_ip"] for r in results}) == 2, {
+            r["node_ip"] for r in results
+        }  # trials on both nodes
+
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("cluster")
+        runs = list(client.search_runs([exp.experiment_id]))
+        children = [r for r in runs if r.data.tags.get("dcml.role") == "trial"]
+        parent = next(r for r in runs if r.data.tags.get("dcml.role") == "parent")
+        assert len(children) == 2 and all(
+            r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children
+        )
+        assert all(r.info.status == "FINISHED" for r in runs)
+        assert (
+            parent.data.metrics["sweep/trials_completed"] + parent.data.metrics["sweep/trials_stopped_early"]
+            == 2
+        )
+        best = max(children, key=lambda r: r.data.metrics["best/val/recall_at_1"])
+        assert [a.path for a in client.list_artifacts(best.info.run_id)] == ["checkpoint"]
+        ckpt = {a.path for a in client.list_artifacts(best.info.run_id, "checkpoint")}
+        assert {"checkpoint/state.pt", "checkpoint/config.json", "checkpoint/tune_state.json"} <= ckpt
+    finally:
+        for sid in reversed(started):
+            kill_session(sid)
