@@ -216,6 +216,8 @@ def test_buffer_pool_reuses_memory_only_when_no_tensor_uses_it() -> None:
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="scale"):
         BatchRandomResizedCrop(16, scale=(0.5, 0.1))
+    with pytest.raises(ValueError, match="flip_p"):
+        BatchRandomResizedCrop(16, flip_p=1.5)
     with pytest.raises(ValueError, match="resampler"):
         BatchRandomResizedCrop(16, resampler="fast")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="arch_input"):

@@ -19,11 +19,13 @@ generator, so a checkpoint of ``torch.get_rng_state()`` makes the boxes reproduc
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import mmap
 import threading
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -157,7 +159,7 @@ def resize_weights(lengths: Tensor, padded: int, out_size: int, antialias: bool)
     The same taps as ``F.interpolate(mode="bilinear", align_corners=False)`` (edge-clamped) or, with
     ``antialias``, as its antialiased kernel and PIL's bilinear ``resize`` (triangle stretched by the scale).
     """
-    length = lengths.double().to(torch.float64)[:, None, None]  # (B, 1, 1)
+    length = lengths.double()[:, None, None]  # (B, 1, 1)
     scale = length / out_size
     i = torch.arange(out_size, dtype=torch.float64, device=lengths.device)[None, :, None]  # (1, S, 1)
     j = torch.arange(padded, dtype=torch.float64, device=lengths.device)[None, None, :]  # (1, 1, P)
@@ -178,25 +180,43 @@ def resized_crop_loop(
     flips: Tensor,
     antialias: bool = True,
     normalize: Normalize | None = None,
+    num_threads: int = 1,
 ) -> Tensor:
     """(B, 3, S, S) uint8 (or normalised float32): crop every (H, W, 3) uint8 image, resize it on the CPU.
 
     Per image: a view of the crop, one ``F.interpolate`` on uint8 channels-last data (its AVX kernel), the
-    flip, and with ``normalize`` the conversion to float while the image is still in the CPU cache.
+    flip, and with ``normalize`` the conversion to float while the image is still in the CPU cache. With
+    ``num_threads > 1`` the images are shared among threads (the torch calls release the GIL).
     """
     dtype = torch.uint8 if normalize is None else torch.float32
     out = empty_cpu((len(images), 3, size, size), dtype)
-    for k, (img, (t, x0, h, w), flip) in enumerate(zip(images, boxes.tolist(), flips.tolist())):
-        crop = torch.from_numpy(img[t : t + h, x0 : x0 + w]).permute(2, 0, 1)[None]  # (1, 3, h, w) strided
-        res = F.interpolate(
-            crop, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias
-        )[0]  # (3, S, S) uint8
-        res = res.flip(-1) if flip else res
-        if normalize is None:
-            out[k] = res
-        else:
-            normalize.into(res, out[k])
+    jobs = list(zip(range(len(images)), images, boxes.tolist(), flips.tolist()))
+
+    def render(part: list) -> None:
+        for k, img, (t, x0, h, w), flip in part:
+            crop = torch.from_numpy(img[t : t + h, x0 : x0 + w]).permute(2, 0, 1)[
+                None
+            ]  # (1, 3, h, w) strided
+            res = F.interpolate(
+                crop, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias
+            )[0]  # (3, S, S) uint8
+            res = res.flip(-1) if flip else res
+            if normalize is None:
+                out[k] = res
+            else:
+                normalize.into(res, out[k])
+
+    n = max(1, min(num_threads, len(jobs)))
+    if n == 1:
+        render(jobs)
+    else:
+        list(_render_pool(n).map(render, [jobs[i::n] for i in range(n)]))
     return out
+
+
+@functools.cache
+def _render_pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="dcml-render")
 
 
 def pad_crops(images: Sequence[np.ndarray], boxes: Tensor) -> Tensor:
@@ -293,6 +313,8 @@ class BatchRandomResizedCrop:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         if not 0.0 < ratio[0] <= ratio[1]:
             raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be a probability in [0, 1], got {flip_p}")
         if resampler not in ("auto", "loop", "matmul"):
             raise ValueError(f"resampler must be 'auto', 'loop' or 'matmul', got {resampler!r}")
         self.size, self.scale, self.ratio, self.flip_p = size, scale, ratio, flip_p

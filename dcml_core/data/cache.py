@@ -31,9 +31,10 @@ images stored reduced are decoded again from their (hash-checked) original files
 Freshness. The folder key is a blake2b hash of (format, cache size, and the relative path, size and blake2b
 digest of the bytes of every file). On every open, a cheap stat manifest (size, mtime_ns, ctime_ns of every
 file) names an alias that points at a content folder; if any stat changed, the bytes are hashed again
-(~1 s per GB), so a touched file reuses the folder and a changed file gets a new folder. ctime cannot be set
-from user space, so an edit that restores the old mtime is still caught. ``verify="content"`` hashes on every
-open. Builds run under an exclusive ``fcntl.flock`` per key, into a temporary folder renamed into place.
+(~0.6 GB/s per core), so a touched file reuses the folder and a changed file gets a new folder. ctime cannot
+be set from user space, so an edit that restores the old mtime is still caught. ``verify="content"`` hashes
+on every open. Builds run under an exclusive ``fcntl.flock`` per key, into a temporary folder renamed into
+place.
 """
 
 from __future__ import annotations
