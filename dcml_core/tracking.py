@@ -63,7 +63,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                 raise TrackingError(f"MLflow server {uri} answered {response.status} on {url}")
     except (urllib.error.URLError, OSError) as err:
         raise TrackingError(
-            f"MLflow tracking server {uri} is unreachable ({err}); start it (README 'Clusters') or pass "
+            f"MLflow tracking server {uri} is unreachable ({err}); start it (docs/sweeps.md, cluster recipe) or pass "
             "--mlflow-uri with a reachable server or a sqlite:/// path"
         ) from None
 

@@ -150,6 +150,13 @@ def test_resize_weights_are_row_stochastic_and_local() -> None:
     assert (w[0, :, 10:] == 0).all() and (w[1, :, 50:] == 0).all()  # nothing outside the crop
 
 
+def test_threaded_cpu_resampling_gives_the_same_batch() -> None:
+    images, boxes = [_image(seed=s) for s in range(5)], torch.tensor(BOXES + BOXES[:1])
+    flips, norm = torch.tensor([True, False, True, False, True]), Normalize()
+    one = resized_crop_loop(images, boxes[:5], 24, flips, normalize=norm, num_threads=1)
+    assert torch.equal(resized_crop_loop(images, boxes[:5], 24, flips, normalize=norm, num_threads=3), one)
+
+
 def test_flip_mirrors_the_output_exactly() -> None:
     img, boxes = _image(), torch.tensor(BOXES)
     for resample in ("loop", "matmul"):

@@ -306,6 +306,7 @@ class BatchRandomResizedCrop:
         arch_input: Literal["rgb", "bninception"] = "rgb",
         antialias: bool = True,
         resampler: Resampler = "auto",
+        num_threads: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
@@ -319,6 +320,7 @@ class BatchRandomResizedCrop:
             raise ValueError(f"resampler must be 'auto', 'loop' or 'matmul', got {resampler!r}")
         self.size, self.scale, self.ratio, self.flip_p = size, scale, ratio, flip_p
         self.antialias, self.resampler = antialias, resampler
+        self.num_threads = num_threads  # CPU resampling threads; None: torch.get_num_threads() at each call
         self.normalize = Normalize(arch_input)
 
     def sample(self, original_hw: Tensor, stored_hw: Tensor) -> CropParams:
@@ -334,8 +336,9 @@ class BatchRandomResizedCrop:
         if mode == "auto":
             mode = "matmul" if device.type == "cuda" else "loop"
         if mode == "loop" and device.type == "cpu":
+            threads = self.num_threads or torch.get_num_threads()
             return resized_crop_loop(
-                images, params.boxes, self.size, params.flips, self.antialias, self.normalize
+                images, params.boxes, self.size, params.flips, self.antialias, self.normalize, threads
             )
         if mode == "loop":
             pixels = resized_crop_loop(images, params.boxes, self.size, params.flips, self.antialias)
