@@ -12,9 +12,10 @@ Usage::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,13 @@ from torch import Tensor
 from dcml_core.checkpoint import load_checkpoint, save_checkpoint
 from dcml_core.config import ExperimentConfig
 from dcml_core.data_bundle import DataBundle, Loaders, prepare_data
-from dcml_core.evaluation import combine_heads, compute_metrics, evaltype_key, expand_evaltypes, parse_evaltype
+from dcml_core.evaluation import (
+    combine_heads,
+    compute_metrics,
+    evaltype_key,
+    expand_evaltypes,
+    parse_evaltype,
+)
 from dcml_core.losses import cluster_pseudo_labels
 from dcml_core.metric_names import metric_key
 from dcml_core.models import build_model

@@ -24,7 +24,12 @@ from dcml_core.losses import (
     MarginLoss,
     self_reinforced_loss,
 )
-from dcml_core.miners import DistanceWeightedMiner, IntraRandomMiner, LabelPermutationMiner, SharedStandardMiner
+from dcml_core.miners import (
+    DistanceWeightedMiner,
+    IntraRandomMiner,
+    LabelPermutationMiner,
+    SharedStandardMiner,
+)
 from dcml_core.models import KeyQueue, MomentumEncoder
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.golden import GOLDEN_FILE  # noqa: E402
 import os
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcml_core.models import DCMLNet
+from tests.golden import GOLDEN_FILE  # noqa: E402
 
 DIVA = ("discriminative", "selfsimilarity", "shared", "intra")
 GOLDEN = Path(os.environ.get("DCML_GOLDEN", str(GOLDEN_FILE)))

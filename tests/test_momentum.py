@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.golden import GOLDEN_FILE  # noqa: E402
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from dcml_core.models import DCMLNet, KeyQueue, MomentumEncoder
+from tests.golden import GOLDEN_FILE  # noqa: E402
 
 GOLDEN = Path(os.environ.get("DCML_GOLDEN", str(GOLDEN_FILE)))
 
