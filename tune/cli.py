@@ -19,6 +19,8 @@ SETTINGS_FILE = "sweep.json"
 STATE_SUBDIR = "sweep_state"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ADDRESS = re.compile(r"auto|ray://.+|[^\s:/]+:\d+")
+# A seed-repeat sweep grid-searches over full configuration dicts stored under this key of the trial config.
+REPEAT_KEY = "repeat"
 # Flags that define a sweep; on --resume they come from sweep.json and may not change.
 FROZEN_ON_RESUME = (
     "num_samples",
@@ -58,6 +60,13 @@ class SweepSettings:
     seed: int
     resume: bool = False
     dry_run: bool = False
+    repeat_of: str | None = None  # seed-repeat sweep: the finished sweep whose best configurations it re-runs
+    repeat_top_k: int | None = None
+    repeat_seeds: int | None = None  # seeds 0 .. repeat_seeds - 1
+
+    @property
+    def is_repeat(self) -> bool:
+        return self.repeat_of is not None
 
     @property
     def storage_is_local(self) -> bool:
@@ -127,7 +136,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="sample and validate configurations, print them, start nothing"
     )
+    p.add_argument(
+        "--repeat-top-k",
+        type=int,
+        metavar="K",
+        help="seed repeats: re-run the K best configurations of the sweep --from at full length (FIFO)",
+    )
+    p.add_argument(
+        "--seeds", type=int, metavar="N", help="seed repeats: run each configuration with seeds 0..N-1"
+    )
+    p.add_argument(
+        "--from",
+        dest="from_sweep",
+        metavar="NAME",
+        help="seed repeats: the finished sweep (MLflow experiment)",
+    )
     return p
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration dict of a trial (unwrapped from :data:`REPEAT_KEY` in seed-repeat sweeps)."""
+    inner = config.get(REPEAT_KEY)
+    return inner if isinstance(inner, dict) else config
+
+
+def check_repeat_args(args: argparse.Namespace) -> None:
+    """``--repeat-top-k``, ``--seeds`` and ``--from`` go together and exclude the flags of a searched sweep."""
+    given = {
+        "--repeat-top-k": args.repeat_top_k,
+        "--seeds": args.seeds,
+        "--from": args.from_sweep,
+    }
+    if all(v is None for v in given.values()):
+        return
+    if args.resume:
+        raise UsageError(
+            f"{', '.join(k for k, v in given.items() if v is not None)} cannot be given with --resume "
+            "(the repeat sweep's settings are saved; pass only --space, --name and --resume)"
+        )
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise UsageError(
+            f"seed repeats need --repeat-top-k K, --seeds N and --from NAME together; missing {', '.join(missing)}"
+        )
+    if args.repeat_top_k < 1:
+        raise UsageError(f"--repeat-top-k must be >= 1, got {args.repeat_top_k}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if not _NAME.fullmatch(args.from_sweep):
+        raise UsageError(f"--from {args.from_sweep!r}: not a sweep name (letters, digits, '_', '.', '-')")
+    searched = [
+        f for f, v in (("--num-samples", args.num_samples), ("--search", args.search)) if v is not None
+    ]
+    if args.scheduler == "asha":
+        searched.append("--scheduler asha")
+    if searched:
+        raise UsageError(
+            f"{', '.join(searched)} cannot be used with --repeat-top-k: a repeat sweep runs K x N fixed "
+            "configurations at full length (FIFO, no searcher)"
+        )
 
 
 def _positive(value: float | None, flag: str, allow_zero: bool = False) -> None:
@@ -162,6 +229,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--gpus-per-trial {args.gpus_per_trial:g}: above 1 GPU only whole GPUs can be requested"
         )
+    check_repeat_args(args)
 
 
 def storage_root(value: str | None, create: bool = True) -> str:
@@ -187,6 +255,10 @@ def storage_root(value: str | None, create: bool = True) -> str:
 
 def default_name(space: str) -> str:
     return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def default_repeat_name(original: str) -> str:
+    return f"{original}-repeats-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def load_saved(state_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import ray
 
+from analysis.trials import REPEAT_TAG
 from dcml_core.tracking import TrackingError, git_commit, package_versions, ui_command
 from search_spaces import SearchSpace
 from tune.cli import SweepSettings
@@ -47,12 +48,15 @@ def sweep_params(settings: SweepSettings, space: SearchSpace, gpus: float) -> di
 
 def sweep_tags(settings: SweepSettings, command: str) -> dict[str, str]:
     """Tags of the parent run: code version, package versions, the command line."""
-    return {
+    tags = {
         "dcml.space": settings.space,
         "dcml.git_commit": git_commit(),
         "dcml.command": command,
         **package_versions(),
     }
+    if settings.repeat_of is not None:
+        tags[REPEAT_TAG] = settings.repeat_of
+    return tags
 
 
 def announce(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float) -> None:
@@ -77,8 +81,13 @@ def log_best_checkpoints(tracker: Any, records: list, k: int = TOP_K_ARTIFACTS) 
             tracker.log_checkpoint(record.trial_id, directory)
 
 
-def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
-    """Start or join Ray, run (or resume) the sweep, print the summary; returns the exit code."""
+def run_sweep(
+    settings: SweepSettings, space: SearchSpace, command: str, repeats: list[dict[str, Any]] | None = None
+) -> int:
+    """Start or join Ray, run (or resume) the sweep, print the summary; returns the exit code.
+
+    ``repeats``: the full configurations of a new seed-repeat sweep (see ``tune.run.repeat_plan``).
+    """
     start = time.time()
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -96,13 +105,19 @@ def run_sweep(settings: SweepSettings, space: SearchSpace, command: str) -> int:
             sweep_params(settings, space, gpus), sweep_tags(settings, command), settings.resume
         )
         callbacks = [
-            MLflowSweepCallback(settings.mlflow_uri, settings.state_dir, settings.name, space.n_epochs),
+            MLflowSweepCallback(
+                settings.mlflow_uri,
+                settings.state_dir,
+                settings.name,
+                space.n_epochs,
+                repeat_of=settings.repeat_of,
+            ),
             ProgressCallback(settings.num_samples, space.n_epochs),
         ]
         if settings.resume:
             tuner = restore_tuner(settings, cpus, gpus)
         else:
-            tuner = new_tuner(settings, space, cpus, gpus, callbacks)
+            tuner = new_tuner(settings, space, cpus, gpus, callbacks, repeats)
         results = tuner.fit()
         records = records_from_results(results, list(space.distributions()), space.n_epochs)
         interrupted = any(r.status == "unfinished" for r in records)

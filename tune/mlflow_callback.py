@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from dcml_core.config import ExperimentConfig
 from dcml_core.metric_names import EPOCH
+from tune.cli import REPEAT_KEY, trial_config
 from tune.sweep_tracker import ERROR_TAG, STOPPED_TAG, SweepTracker, metrics_of
 
 _TRACKERS: dict[str, SweepTracker] = {}
@@ -33,14 +34,23 @@ def tracker_for(tracking_uri: str, state_dir: str | Path, sweep_name: str) -> Sw
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     """MLflow params of a trial: ``ExperimentConfig.flat()`` (same keys in every space), or the raw config."""
     try:
-        return ExperimentConfig.from_dict(config).flat()
+        return ExperimentConfig.from_dict(trial_config(config)).flat()
     except ValueError:  # the trial will fail on the same config; still record what it was given
         return {"raw_config": config}
 
 
 def trial_epochs(config: dict[str, Any], default: int) -> int:
     """The number of epochs a trial was configured for."""
-    return int(config.get("schedule", {}).get("n_epochs", default))
+    return int(trial_config(config).get("schedule", {}).get("n_epochs", default))
+
+
+def trial_tags(config: dict[str, Any], repeat_of: str | None) -> dict[str, str]:
+    """Extra tags of a trial's run: in a seed-repeat sweep ``dcml.repeat_of`` and ``dcml.config_id``."""
+    if repeat_of is None or not isinstance(config.get(REPEAT_KEY), dict):
+        return {}
+    from analysis.repeats import repeat_tags
+
+    return repeat_tags(repeat_of, config[REPEAT_KEY])
 
 
 def error_summary(trial: Any, limit: int = 500) -> str:
@@ -57,11 +67,19 @@ def error_summary(trial: Any, limit: int = 500) -> str:
 class MLflowSweepCallback(Callback):
     """Writes each trial to its nested child run: params, per-epoch metrics (step = epoch), final state."""
 
-    def __init__(self, tracking_uri: str, state_dir: str | Path, sweep_name: str, max_epochs: int) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        state_dir: str | Path,
+        sweep_name: str,
+        max_epochs: int,
+        repeat_of: str | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.state_dir = str(Path(state_dir).resolve())
         self.sweep_name = sweep_name
         self.max_epochs = max_epochs
+        self.repeat_of = repeat_of  # seed-repeat sweep: the original sweep, tagged on every child run
 
     @property
     def tracker(self) -> SweepTracker:
@@ -70,7 +88,12 @@ class MLflowSweepCallback(Callback):
     def _ensure_run(self, trial: Any) -> None:
         started = self.__dict__.setdefault("_started", set())  # trials whose run this driver has (re)opened
         if trial.trial_id not in started:
-            self.tracker.start_trial(trial.trial_id, str(trial), trial_params(trial.config))
+            self.tracker.start_trial(
+                trial.trial_id,
+                str(trial),
+                trial_params(trial.config),
+                tags=trial_tags(trial.config, getattr(self, "repeat_of", None)),
+            )
             started.add(trial.trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dcml_core.metric_names import EPOCH, OBJECTIVE
+from tune.cli import trial_config
 
 BEST_VAL, BEST_TEST = f"best/{OBJECTIVE}", "best/test/recall_at_1"
 
@@ -27,7 +28,7 @@ class TrialRecord:
 
 
 def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    value: Any = config
+    value: Any = trial_config(config)
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value

@@ -158,8 +158,11 @@ class SweepTracker:
                     self._save()
             return run_id
 
-    def start_trial(self, trial_id: str, trial_name: str, params: dict[str, Any]) -> str:
-        """The trial's child run, created on first sight (with its configuration) and set RUNNING."""
+    def start_trial(
+        self, trial_id: str, trial_name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str:
+        """The trial's child run, created on first sight (with its configuration and extra ``tags``) and set
+        RUNNING."""
         with self._lock:
             run_id = self.run_id(trial_id)
             if run_id is None:
@@ -171,6 +174,7 @@ class SweepTracker:
                         SWEEP_TAG: self.sweep_name,
                         ROLE_TAG: "trial",
                         TRIAL_TAG: trial_id,
+                        **(tags or {}),
                     },
                 )
                 run_id = run.info.run_id

@@ -23,6 +23,7 @@ from ray import tune
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import Engine
 from dcml_core.metric_names import EPOCH, OBJECTIVE
+from tune.cli import trial_config
 
 STATE_FILE = "tune_state.json"
 
@@ -71,7 +72,7 @@ def quiet_worker() -> None:
 def dcml_trial(config: dict[str, Any]) -> None:
     """Train one configuration, reporting validation metrics and a checkpoint every epoch."""
     quiet_worker()
-    cfg = ExperimentConfig.from_dict(config)
+    cfg = ExperimentConfig.from_dict(trial_config(config))  # seed-repeat sweeps wrap the config
     device, threads = trial_device()
     torch.set_num_threads(threads)
     checkpoint = tune.get_checkpoint()

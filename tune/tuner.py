@@ -11,7 +11,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from dcml_core.metric_names import EPOCH
 from search_spaces import SearchSpace
-from tune.cli import SweepSettings
+from tune.cli import REPEAT_KEY, SweepSettings
 from tune.optuna_search import PrunedAwareOptunaSearch, study_storage
 from tune.trainable import dcml_trial
 
@@ -66,18 +66,29 @@ def trainable(cpus: float, gpus: float) -> Any:
 
 
 def new_tuner(
-    settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float, callbacks: list
+    settings: SweepSettings,
+    space: SearchSpace,
+    cpus: float,
+    gpus: float,
+    callbacks: list,
+    repeats: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
-    """A fresh Tuner for the sweep."""
-    searcher = build_searcher(settings, space)
+    """A fresh Tuner for the sweep; with ``repeats`` a FIFO grid over those full configurations, one trial each."""
+    if repeats is not None:
+        param_space: dict[str, Any] = {REPEAT_KEY: tune.grid_search(repeats)}
+        searcher = BasicVariantGenerator(max_concurrent=settings.max_concurrent or 0)
+        num_samples = 1
+    else:
+        param_space, searcher = space.space, build_searcher(settings, space)
+        num_samples = settings.num_samples
     return tune.Tuner(
         trainable(cpus, gpus),
-        param_space=space.space,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode=space.mode,
-            num_samples=settings.num_samples,
-            max_concurrent_trials=None if settings.search == "random" else settings.max_concurrent,
+            num_samples=num_samples,
+            max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
             search_alg=searcher,
             scheduler=build_scheduler(settings, space),
             trial_dirname_creator=trial_dirname,
