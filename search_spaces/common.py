@@ -56,3 +56,15 @@ def asha_after_lr_drop(
     drops = [t for t in tau_choices if t < n_epochs]
     grace = min(max(drops, default=0) + margin, n_epochs)
     return {"grace_period": max(1, grace), "reduction_factor": reduction_factor, "max_t": n_epochs}
+
+
+def dcml_model_block() -> dict[str, Any]:
+    """DCML network on ResNet-50 with the four DiVA heads: K sub-embeddings and M composites are sampled."""
+    return {
+        "method": "dcml",
+        "arch": "resnet50_frozen_normalize",
+        "embed_dim": 128,
+        "features": FOUR_HEADS,
+        "compos_num": tune.choice([4, 8, 12]),  # M, a multiple of the 4 heads
+        "ensemble_num": tune.randint(2, 9),  # K in 2..8
+    }

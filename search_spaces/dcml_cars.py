@@ -6,21 +6,14 @@ MoCo temperature 0.01, 30 key batches. [RECON]
 from ray import tune
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+from search_spaces.common import asha_after_lr_drop, dcml_model_block, diva_block, gamma_around, log_around
 
 N_EPOCHS = 350
 TAUS = [55, 70, 85]
 
 SPACE = {
     "data": {"dataset": "cars196", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
-    "model": {
-        "method": "dcml",
-        "arch": "resnet50_frozen_normalize",
-        "embed_dim": 128,
-        "features": FOUR_HEADS,
-        "compos_num": tune.choice([4, 8, 12]),
-        "ensemble_num": tune.randint(2, 9),
-    },
+    "model": dcml_model_block(),
     "diva": diva_block(alpha_ssl=0.15, alpha=0.15, rho=100.0, temperature=0.01, n_key_batches=30),
     "optim": {"lr": log_around(1.5e-5)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},

@@ -7,21 +7,14 @@ Paper: lr 1.5e-5, batch 100, 300 epochs, lr x 0.2 at epoch 55, alpha_ssl 0.5, al
 from ray import tune
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+from search_spaces.common import asha_after_lr_drop, dcml_model_block, diva_block, gamma_around, log_around
 
 N_EPOCHS = 300
 TAUS = [40, 55, 70]
 
 SPACE = {
     "data": {"dataset": "cub200", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
-    "model": {
-        "method": "dcml",
-        "arch": "resnet50_frozen_normalize",
-        "embed_dim": 128,
-        "features": FOUR_HEADS,
-        "compos_num": tune.choice([4, 8, 12]),  # M, a multiple of the 4 heads
-        "ensemble_num": tune.randint(2, 9),  # K in 2..8
-    },
+    "model": dcml_model_block(),
     "diva": diva_block(alpha_ssl=0.5, alpha=0.3, rho=1500.0, temperature=0.01, n_key_batches=30),
     "optim": {"lr": log_around(1.5e-5)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},

@@ -6,21 +6,14 @@ batch and K/M ranges, the DiVA SOP R50 row for the rest (§2.4): 150 epochs, lr 
 from ray import tune
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+from search_spaces.common import asha_after_lr_drop, dcml_model_block, diva_block, gamma_around, log_around
 
 N_EPOCHS = 150
 TAUS = [55, 70, 85]
 
 SPACE = {
     "data": {"dataset": "online_products", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
-    "model": {
-        "method": "dcml",
-        "arch": "resnet50_frozen_normalize",
-        "embed_dim": 128,
-        "features": FOUR_HEADS,
-        "compos_num": tune.choice([4, 8, 12]),
-        "ensemble_num": tune.randint(2, 9),
-    },
+    "model": dcml_model_block(),
     "diva": diva_block(alpha_ssl=0.2, alpha=0.2, rho=150.0, temperature=0.01, n_key_batches=70),
     "optim": {"lr": log_around(1.5e-5)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.3)},
