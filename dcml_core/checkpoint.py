@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import torch
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
+LATEST, PREVIOUS = "latest", "previous"  # rotated checkpoint folders of a single run
 
 
 class CheckpointError(RuntimeError):
@@ -46,6 +49,55 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, An
     if not isinstance(state, dict) or "epoch" not in state:
         raise CheckpointError(f"checkpoint file {state_path} does not hold an engine state")
     return state, config
+
+
+def save_rotating(run_dir: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write a new ``<run_dir>/latest`` with ``write(folder)``, keeping the one before as ``previous``.
+
+    The new checkpoint is complete on disk before the old ones move, so a crash at any point leaves at least
+    one loadable checkpoint.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".incoming-"))
+    try:
+        write(staging)
+        latest, previous = run_dir / LATEST, run_dir / PREVIOUS
+        if latest.is_dir():
+            if previous.is_dir():
+                shutil.rmtree(previous)
+            os.replace(latest, previous)
+        os.replace(staging, latest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return run_dir / LATEST
+
+
+def resume_candidates(path: str | Path) -> list[Path]:
+    """Checkpoint folders to resume from, newest first: a run folder gives ``latest`` then ``previous``."""
+    path = Path(path)
+    if path.name == LATEST and (path.parent / PREVIOUS).is_dir():
+        return [path, path.parent / PREVIOUS]
+    rotated = [path / name for name in (LATEST, PREVIOUS) if (path / name).is_dir()]
+    return rotated or [path]
+
+
+def first_usable(candidates: list[Path], restore: Callable[[Path], Any], say: Callable[[str], None]) -> Any:
+    """``restore(folder)`` of the first candidate that loads; every unusable one is reported through ``say``."""
+    failures = []
+    for i, folder in enumerate(candidates):
+        try:
+            out = restore(folder)
+        except CheckpointError as err:
+            failures.append(str(err))
+            nxt = "falling back to the previous checkpoint" if i + 1 < len(candidates) else "none left"
+            say(f"checkpoint {folder} is unusable ({err}); {nxt}")
+            continue
+        if i > 0:
+            say(f"restored from the older checkpoint {folder}")
+        return out
+    raise CheckpointError("no usable checkpoint: " + "; ".join(failures))
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -44,6 +44,10 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+class DeviceOutOfMemoryError(RuntimeError):
+    """The device ran out of memory; the message names the batch size to lower."""
+
+
 class Engine:
     """Owns data, model, objective, optimiser and schedule of one run; ``epoch`` counts finished epochs."""
 
@@ -124,9 +128,10 @@ class Engine:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             except torch.cuda.OutOfMemoryError as err:
-                raise RuntimeError(
-                    f"CUDA out of memory with batch size {self.cfg.data.batch_size} on {self.device}: lower "
-                    "data.batch_size (--bs) or give each trial a larger GPU share (--gpus-per-trial)"
+                raise DeviceOutOfMemoryError(
+                    f"CUDA out of memory in training with batch size {self.cfg.data.batch_size} on "
+                    f"{self.device}: lower data.batch_size (--bs) or give each trial a larger GPU share "
+                    "(--gpus-per-trial)"
                 ) from err
             self.objective.after_step(self.model, keys)
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
@@ -182,8 +187,15 @@ class Engine:
         labels: list[Tensor] = []
         subemb = self.cfg.model.method == "dcml" and self.cfg.model.eval_on == "subembeddings"
         for batch in self.loaders.eval_loader(split):
-            with self._autocast():
-                heads, _, aux = self.model(self._to_device(batch[0]))
+            try:
+                with self._autocast():
+                    heads, _, aux = self.model(self._to_device(batch[0]))
+            except torch.cuda.OutOfMemoryError as err:
+                raise DeviceOutOfMemoryError(
+                    f"CUDA out of memory in evaluation with batch size {self.cfg.eval.batch_size} on "
+                    f"{self.device}: lower eval.batch_size or give each trial a larger GPU share "
+                    "(--gpus-per-trial)"
+                ) from err
             if subemb:
                 heads = {"subembeddings": F.normalize(aux["subembeddings"].float(), dim=-1)}
             for name, h in heads.items():

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dcml_core.checkpoint import CheckpointError
 from dcml_core.config import ConfigError, ExperimentConfig
 from dcml_core.tracking import TrackingError
 
@@ -271,6 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     """Train (or resume) one run; returns the final metrics."""
     import torch
 
+    from dcml_core.checkpoint import first_usable, resume_candidates, save_rotating
     from dcml_core.engine import Engine
     from dcml_core.run_logger import RunLogger
 
@@ -278,12 +280,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         torch.set_num_threads(args.threads)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     if args.resume:
-        # accept the run folder or its 'latest' checkpoint folder
+        # the run folder (latest, else previous if latest is corrupt) or one checkpoint folder
         resume = Path(args.resume).resolve()
-        checkpoint = resume / "latest" if (resume / "latest").is_dir() else resume
-        engine = Engine.restore(checkpoint, progress=say)
+        candidates = resume_candidates(resume)
+        engine = first_usable(candidates, lambda d: Engine.restore(d, progress=say), say)
         cfg = engine.cfg
-        save_dir = checkpoint.parent
+        save_dir = resume if candidates[0].parent == resume else resume.parent
     else:
         cfg = config_from_args(args)
         engine = Engine(cfg, progress=say)
@@ -303,7 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             last = engine.epoch == cfg.schedule.n_epochs
             if last or (cfg.eval.test_every and engine.epoch % cfg.eval.test_every == 0):
                 metrics.update(engine.evaluate("test"))
-            engine.save(save_dir / "latest")
+            save_rotating(save_dir, engine.save)
             logger.log_epoch(engine.epoch, metrics)
             say(_epoch_line(engine.epoch, cfg.schedule.n_epochs, metrics))
             final = metrics
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             config_from_args(args)  # validate every flag before anything expensive
         final = run(args)
-    except (ConfigError, TrackingError, FileNotFoundError, NotADirectoryError, ValueError) as err:
+    except (ConfigError, TrackingError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"python -m dcml_core.train: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({k: round(v, 4) for k, v in final.items() if k.startswith(("val/", "test/"))}, indent=1))

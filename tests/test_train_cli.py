@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from dcml_core import train
 from dcml_core.engine import Engine
@@ -116,3 +118,57 @@ def test_run_logs_to_mlflow_and_resumes_the_same_run(tiny_demo_root, tmp_path, m
     assert "test/recall_at_1" in run.data.metrics and "train/loss" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} >= {
         "checkpoint/state.pt", "checkpoint/config.json"}
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_latest_is_truncated(
+    tiny_demo_root, tmp_path, monkeypatch, capsys
+):
+    save = tmp_path / "run"
+    argv = shlex.split(
+        f"--dataset demo --source_path {tiny_demo_root} --arch resnet18_frozen_normalize --n_epochs 3 --bs 32 "
+        f"--embed_dim 16 --crop_size 32 --resize_size 36 --kernels 0 --lr 1e-3 --evaluation_metrics e_recall@1 "
+        f"--no_mlflow --save_path {save} --run_name fallback --threads 2"
+    )
+    original = Engine.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_third_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(Engine, "train_epoch", crash_on_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(argv)
+    monkeypatch.setattr(Engine, "train_epoch", original)
+    assert torch.load(save / "previous" / "state.pt", weights_only=True)["epoch"] == 1
+    state = save / "latest" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a crash mid-copy
+
+    resumed = []
+    original_restore = Engine.restore.__func__
+
+    def spy(cls, directory, *args, **kwargs):
+        engine = original_restore(cls, directory, *args, **kwargs)
+        resumed.append((Path(directory).name, engine.epoch))
+        return engine
+
+    monkeypatch.setattr(Engine, "restore", classmethod(spy))
+    capsys.readouterr()
+    assert train.main(["--resume", str(save), "--no_mlflow", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {save / 'latest'} is unusable" in out and "corrupt or truncated" in out
+    assert "falling back to the previous checkpoint" in out
+    assert resumed == [("previous", 1)]  # epochs 2 and 3 trained again from epoch 1
+    assert torch.load(save / "latest" / "state.pt", weights_only=True)["epoch"] == 3
+
+
+def test_resume_with_every_checkpoint_corrupt_is_a_clear_error(tiny_demo_root, tmp_path, capsys):
+    for name in ("latest", "previous"):
+        (tmp_path / "run" / name).mkdir(parents=True)
+        (tmp_path / "run" / name / "state.pt").write_bytes(b"PK\x03\x04 not a zip")
+        (tmp_path / "run" / name / "config.json").write_text("{}")
+    assert train.main(["--resume", str(tmp_path / "run"), "--no_mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable checkpoint" in err and "latest" in err and "previous" in err

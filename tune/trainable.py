@@ -6,6 +6,10 @@ evaluate ``test`` only when the validation objective improves (or every ``eval.t
 ``tune.report`` with a checkpoint directory (engine state + ``tune_state.json``). Test metrics are reported
 and logged, never optimised: ``best/test/...`` are the test metrics at the epoch the validation objective
 selected.
+
+Failures: a restarted trial resumes from its newest usable checkpoint (older ones if the latest is corrupt);
+a NaN/inf loss or an out-of-memory error is not retried (see :mod:`tune.trial_recovery`), and the
+out-of-memory message names this trial's GPU share.
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ from typing import Any
 import torch
 from ray import tune
 
+from dcml_core.checkpoint import CheckpointError
 from dcml_core.config import ExperimentConfig
-from dcml_core.engine import Engine
+from dcml_core.engine import DeviceOutOfMemoryError, Engine
 from dcml_core.metric_names import EPOCH, OBJECTIVE
 from tune.cli import trial_config
+from tune.trial_recovery import (
+    DETERMINISTIC,
+    checkpoint_candidates,
+    raise_if_fatal,
+    remember_fatal,
+    restore_engine,
+)
 
 STATE_FILE = "tune_state.json"
 
@@ -49,15 +61,20 @@ class BestSoFar:
     @classmethod
     def load(cls, directory: Path) -> BestSoFar:
         path = directory / STATE_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        if not path.exists():
+            return cls()
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as err:
+            raise CheckpointError(f"checkpoint file {path} is unreadable: {err}") from err
 
 
-def trial_device() -> tuple[str, int]:
-    """(device, threads) from the resources Ray gave this trial: CUDA only when it got a GPU share."""
+def trial_device() -> tuple[str, int, float]:
+    """(device, threads, GPU share) from the resources Ray gave this trial: CUDA only with a GPU share."""
     resources = tune.get_context().get_trial_resources().required_resources
     gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 1))
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
-    return device, max(1, int(cpus))
+    return device, max(1, int(cpus)), gpus
 
 
 def _scores(metrics: dict[str, float]) -> dict[str, float]:
@@ -72,16 +89,31 @@ def quiet_worker() -> None:
 def dcml_trial(config: dict[str, Any]) -> None:
     """Train one configuration, reporting validation metrics and a checkpoint every epoch."""
     quiet_worker()
-    cfg = ExperimentConfig.from_dict(trial_config(config))  # seed-repeat sweeps wrap the config
-    device, threads = trial_device()
+    trial_dir = tune.get_context().get_trial_dir()
+    raise_if_fatal(trial_dir)
+    device, threads, gpus = trial_device()
     torch.set_num_threads(threads)
+    try:
+        _train(ExperimentConfig.from_dict(trial_config(config)), device)  # repeat sweeps wrap the config
+    except DeviceOutOfMemoryError as err:
+        err = DeviceOutOfMemoryError(f"{err}; this trial had {gpus:g} GPU (--gpus-per-trial {gpus:g})")
+        remember_fatal(trial_dir, err)
+        raise err from None
+    except DETERMINISTIC as err:
+        remember_fatal(trial_dir, err)
+        raise
+
+
+def _start(cfg: ExperimentConfig, device: str) -> tuple[Engine, BestSoFar]:
+    """A new engine, or the one restored from the trial's newest usable checkpoint."""
     checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            engine = Engine.restore(directory, device=device)
-            best = BestSoFar.load(Path(directory))
-    else:
-        engine, best = Engine(cfg, device=device), BestSoFar()
+    if not checkpoint:
+        return Engine(cfg, device=device), BestSoFar()
+    return restore_engine(checkpoint_candidates(checkpoint), device, BestSoFar.load)
+
+
+def _train(cfg: ExperimentConfig, device: str) -> None:
+    engine, best = _start(cfg, device)
     test_every = cfg.eval.test_every
     while engine.epoch < cfg.schedule.n_epochs:
         train = engine.train_epoch()

@@ -1,0 +1,119 @@
+"""Faults injected into the workers of one real sweep (see tests/faults.py): a killed worker, a truncated
+checkpoint, a NaN loss and a (simulated) CUDA out-of-memory error, each hitting one trial; the sweep goes on.
+
+One sweep (5 trials x 4 epochs, 2 at a time, FIFO) is run once for the module; each test checks one fault.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.faults import FAULTS, claims, fault_env
+from tests.test_tune_support import run_sweep_cli, sweep_env, tail, tiny_demo  # noqa: F401  (fixture)
+from tune.sweep_tracker import ERROR_TAG, TRIAL_TAG
+
+EPOCHS = 4
+NAME = "faults"
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_demo) -> dict:  # noqa: F811
+    import shutil
+    import tempfile
+
+    root = tmp_path_factory.mktemp("faults")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    storage, faults = root / "ray", root / "faults"
+    env = fault_env(faults, storage / NAME, sweep_env(ray_tmp, OMP_WAIT_POLICY="PASSIVE"))
+    log = root / "sweep.log"
+    args = [
+        "--space", "smoke", "--data-root", str(tiny_demo), "--num-samples", "5", "--max-epochs", str(EPOCHS),
+        "--scheduler", "fifo", "--search", "random", "--max-concurrent", "2", "--storage", str(storage),
+        "--mlflow-uri", str(root / "mlflow"), "--name", NAME,
+    ]  # fmt: skip
+    try:
+        code = run_sweep_cli(args, env, log, cwd=root, timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(NAME)
+    runs = {
+        r.data.tags[TRIAL_TAG]: r for r in client.search_runs([exp.experiment_id]) if TRIAL_TAG in r.data.tags
+    }
+    return {
+        "code": code, "log": log, "sweep": storage / NAME, "claims": claims(faults), "faults": faults,
+        "client": client, "runs": runs,
+    }  # fmt: skip
+
+
+def _trial(sweep: dict, fault: str) -> tuple[str, Path]:
+    trial = sweep["claims"].get(fault)
+    assert trial, f"no trial got fault {fault!r}: {sweep['claims']}\n{tail(sweep['log'])}"
+    return trial, sweep["sweep"] / f"trial_{trial}"
+
+
+def _epochs_logged_once(sweep: dict, trial: str) -> None:
+    run = sweep["runs"][trial]
+    steps = [m.step for m in sweep["client"].get_metric_history(run.info.run_id, "val/recall_at_1")]
+    assert steps == list(range(1, EPOCHS + 1))  # nothing lost, nothing twice
+
+
+def test_the_sweep_goes_on_and_every_fault_hit_one_trial(sweep) -> None:
+    assert sweep["code"] == 0, tail(sweep["log"])
+    assert sorted(sweep["claims"]) == sorted(FAULTS) and len(set(sweep["claims"].values())) == len(FAULTS)
+    assert len(sweep["runs"]) == 5  # one child run per trial, the clean one included
+    clean = set(sweep["runs"]) - set(sweep["claims"].values())
+    (trial,) = clean
+    assert sweep["runs"][trial].info.status == "FINISHED"
+    _epochs_logged_once(sweep, trial)
+
+
+def test_a_killed_worker_restarts_from_its_last_checkpoint(sweep) -> None:
+    trial, folder = _trial(sweep, "kill")
+    results = _results(folder)
+    assert [r["epoch"] for r in results] == [1, 2, 3, 4]  # epoch 3 continued from the epoch-2 checkpoint
+    restored = [r for r in results if r["iterations_since_restore"] < r["training_iteration"]]
+    assert [r["epoch"] for r in restored] == [3, 4]
+    assert sweep["runs"][trial].info.status == "FINISHED"
+    _epochs_logged_once(sweep, trial)
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_says_so(sweep) -> None:
+    trial, folder = _trial(sweep, "corrupt")
+    corrupted = (sweep["faults"] / "corrupted").read_text()
+    log = sweep["log"].read_text(errors="replace")
+    assert f"checkpoint {corrupted} is unusable" in log and "corrupt or truncated" in log, tail(sweep["log"])
+    assert "falling back to the previous checkpoint" in log
+    assert "restored from the older checkpoint" in log
+    assert [r["epoch"] for r in _results(folder)] == [1, 2, 2, 3, 4]  # epoch 2 trained again from epoch 1
+    assert sweep["runs"][trial].info.status == "FINISHED"
+    _epochs_logged_once(sweep, trial)
+
+
+def test_a_nan_loss_fails_the_trial_with_its_reason_in_mlflow(sweep) -> None:
+    trial, folder = _trial(sweep, "nan")
+    run = sweep["runs"][trial]
+    assert run.info.status == "FAILED"
+    reason = run.data.tags[ERROR_TAG]
+    assert "NonFiniteLossError" in reason and "training loss is nan at epoch 2" in reason, reason
+    assert "lower the learning rate" in reason
+    assert [r["epoch"] for r in _results(folder)] == [1]
+
+
+def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) -> None:
+    trial, folder = _trial(sweep, "oom")
+    run = sweep["runs"][trial]
+    assert run.info.status == "FAILED"
+    reason = run.data.tags[ERROR_TAG]
+    assert "CUDA out of memory in training with batch size 128" in reason, reason
+    assert "lower data.batch_size" in reason and "--gpus-per-trial 0" in reason
+    assert "not retried" in reason  # the retries re-raised at once instead of training again
