@@ -112,3 +112,24 @@ def test_deep_clustering_variant_reclusters_and_resumes(tiny_demo_root, tmp_path
     restored = Engine.restore(tmp_path / "ck")
     assert torch.equal(restored.objective.pseudo_labels, labels)
     assert torch.equal(restored.objective.dc.classifier.weight, engine.objective.dc.classifier.weight)
+
+
+@pytest.mark.parametrize("phase", ["train", "eval"])
+def test_device_out_of_memory_names_the_batch_size_to_lower(tiny_demo_root, monkeypatch, phase):
+    from dcml_core.engine import DeviceOutOfMemoryError
+
+    cfg = ExperimentConfig.from_dict(tiny_config(tiny_demo_root))
+    engine = Engine(cfg, device="cpu")
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine.model, "forward", out_of_memory)
+    with pytest.raises(DeviceOutOfMemoryError) as err:
+        engine.train_epoch() if phase == "train" else engine.evaluate("val")
+    message = str(err.value)
+    if phase == "train":
+        assert f"in training with batch size {cfg.data.batch_size}" in message and "data.batch_size" in message
+    else:
+        assert f"in evaluation with batch size {cfg.eval.batch_size}" in message and "eval.batch_size" in message
+    assert "--gpus-per-trial" in message

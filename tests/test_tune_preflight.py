@@ -193,3 +193,19 @@ def test_documented_servers_bind_to_loopback() -> None:
         assert host and host.group(1) == "127.0.0.1", command
         assert "0.0.0.0" not in command and "PASSWORD" not in command, command
     assert "--host 127.0.0.1" in ui_command("sqlite:///x.db")  # the command the sweep summary prints
+
+
+def test_a_local_ray_starts_without_dashboard_and_warns_when_auth_is_off(monkeypatch, capsys) -> None:
+    import ray
+
+    from tune import cluster
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    cluster.start_ray(None)
+    assert calls[-1]["include_dashboard"] is False and "address" not in calls[-1]
+    assert "RAY_AUTH_MODE" not in capsys.readouterr().err
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    cluster.start_ray(None)
+    assert "accepts unauthenticated connections" in capsys.readouterr().err

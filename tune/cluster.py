@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,13 @@ def start_ray(address: str | None) -> None:
                 "(docs/sweeps.md 'Clusters': ray start --head ...) or drop --address for a local Ray"
             ) from None
     else:
-        ray.init(include_dashboard=False, **kwargs)
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            print(
+                "warning: RAY_AUTH_MODE=disabled: the local Ray cluster accepts unauthenticated connections on "
+                "its ports (Ray binds them on every interface); unset it outside tests",
+                file=sys.stderr,
+            )
+        ray.init(include_dashboard=False, **kwargs)  # no web UI; Ray 2.60 turns token auth on by default
 
 
 def alive_nodes() -> list[dict[str, Any]]:
