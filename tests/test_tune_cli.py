@@ -194,3 +194,20 @@ def test_dry_run_of_a_clone_from_another_folder(tmp_path, tiny_demo, short_tmp) 
     )
     assert proc.returncode == 0, proc.stderr
     assert all(path.startswith(str(clone)) for path in proc.stdout.split()[-3:]), proc.stdout
+
+
+def test_a_corrupt_image_in_the_data_set_is_named_before_ray_starts(capsys, cub_root) -> None:
+    bad = next((cub_root / "cub200" / "images").glob("003.*/*.jpg"))
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    code, out, err = _main(capsys, "--space", "dcml_cub", "--data-root", str(cub_root), "--dry-run")
+    assert code == 2, (out, err)
+    assert "cannot be read" in err and bad.name in err
+
+
+def test_a_data_set_with_too_few_images_per_class_is_refused(capsys, cub_root) -> None:
+    for extra in sorted((cub_root / "cub200" / "images").glob("00[1-9].*/*_[1-3].jpg")):
+        extra.unlink()  # classes 1-9 keep one image each
+    code, out, err = _main(capsys, "--space", "dcml_cub", "--data-root", str(cub_root), "--dry-run")
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert "fewer images than samples_per_class=2" in err and "'001.Bird_1'" in err
