@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="sweep name = MLflow experiment (default: <space>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after its driver stopped")
+    p.add_argument(
+        "--sync-mlflow",
+        action="store_true",
+        help="log to MLflow what the sweep --name (in --storage) recorded and MLflow misses (after an outage)",
+    )
     p.add_argument("--seed", type=int, help="seed of the searcher (default 0)")
     p.add_argument(
         "--dry-run", action="store_true", help="sample and validate configurations, print them, start nothing"
@@ -230,6 +235,28 @@ def check_args(args: argparse.Namespace) -> None:
             f"--gpus-per-trial {args.gpus_per_trial:g}: above 1 GPU only whole GPUs can be requested"
         )
     check_repeat_args(args)
+
+
+# The flags --sync-mlflow takes; every other one is refused (it only reads a finished sweep's saved settings).
+SYNC_FLAGS = ("sync_mlflow", "name", "storage", "space", "list")
+
+
+def check_sync_args(args: argparse.Namespace) -> None:
+    """``--sync-mlflow`` needs ``--name`` and takes only ``--storage`` and ``--space`` (checked) besides."""
+    if not args.name:
+        raise UsageError("--sync-mlflow needs --name NAME: the sweep whose Ray results are logged to MLflow")
+    if not _NAME.fullmatch(args.name):
+        raise UsageError(f"--name {args.name!r}: use letters, digits, '_', '.', '-' (no spaces or slashes)")
+    other = [
+        "--from" if key == "from_sweep" else "--" + key.replace("_", "-")
+        for key, value in vars(args).items()
+        if key not in SYNC_FLAGS and value not in (None, False)
+    ]
+    if other:
+        raise UsageError(
+            f"{', '.join(other)} cannot be given with --sync-mlflow (it takes --name, --storage and --space; "
+            "the rest comes from the sweep's saved settings)"
+        )
 
 
 def storage_root(value: str | None, create: bool = True) -> str:

@@ -5,6 +5,9 @@ Why not ``MLflowLoggerCallback`` or ``setup_mlflow``: the former opens a new run
 store does not survive. This callback is the single writer, in the driver. Tune pickles it into ``tuner.pkl``,
 so it keeps only plain settings; the tracker is shared per state directory (:func:`tracker_for`) and rebuilt
 after a restore.
+
+An MLflow outage does not stop the sweep: the tracker buffers what it could not log (warning once), the callback
+retries on Tune's loop steps (at most every ``SweepTracker.retry_interval`` seconds) and once more at the end.
 """
 
 from __future__ import annotations
@@ -53,15 +56,28 @@ def trial_tags(config: dict[str, Any], repeat_of: str | None) -> dict[str, str]:
     return repeat_tags(repeat_of, config[REPEAT_KEY])
 
 
+def error_line(text: str | None, limit: int = 500) -> str:
+    """Last line of a traceback (the exception), shortened for a tag."""
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "trial failed (see the trial's error.txt)")[:limit]
+
+
 def error_summary(trial: Any, limit: int = 500) -> str:
     """Last line of a failed trial's traceback (the exception), shortened for a tag."""
-    text = None
     try:
         text = trial.get_error()
     except Exception:  # noqa: BLE001 - storage unavailable: fall back to a generic reason
         text = None
-    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
-    return (lines[-1] if lines else "trial failed (see the trial's error.txt)")[:limit]
+    return error_line(text, limit)
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The ``final/val/*`` metrics a finished trial's run gets from its last result."""
+    return {
+        f"final/{k}": v
+        for k, v in metrics_of(result).items()
+        if k.startswith("val/") and not k.endswith("eval_time_s")
+    }
 
 
 class MLflowSweepCallback(Callback):
@@ -85,8 +101,12 @@ class MLflowSweepCallback(Callback):
     def tracker(self) -> SweepTracker:
         return tracker_for(self.tracking_uri, self.state_dir, self.sweep_name)
 
+    @property
+    def _started(self) -> set[str]:  # trials whose run this driver has (re)opened (or buffered the opening)
+        return self.__dict__.setdefault("_started_ids", set())
+
     def _ensure_run(self, trial: Any) -> None:
-        started = self.__dict__.setdefault("_started", set())  # trials whose run this driver has (re)opened
+        started = self._started
         if trial.trial_id not in started:
             self.tracker.start_trial(
                 trial.trial_id,
@@ -98,6 +118,9 @@ class MLflowSweepCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.tracker.flush(force=False)  # retry buffered operations (rate-limited) even between results
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._ensure_run(trial)
@@ -120,9 +143,11 @@ class MLflowSweepCallback(Callback):
                 self._end(trial, error=False)
             elif trial.status == "ERROR":
                 self._end(trial, error=True)
+        self.tracker.flush()  # last try before the driver's summary (which prints what is still pending)
 
     def _end(self, trial: Any, error: bool) -> None:
-        if self.tracker.run_id(trial.trial_id) is None:
+        known = trial.trial_id in self._started or trial.trial_id in self.tracker.state["trials"]
+        if not known:  # (the state file lists every run of this sweep, whichever driver opened it)
             if not trial.last_result:
                 return  # never started: nothing to close
             self._ensure_run(trial)
@@ -132,12 +157,8 @@ class MLflowSweepCallback(Callback):
             return
         epochs_done = int(result.get(EPOCH, 0))
         early = epochs_done < trial_epochs(trial.config, self.max_epochs)
-        final = {
-            f"final/{k}": v
-            for k, v in metrics_of(result).items()
-            if k.startswith("val/") and not k.endswith("eval_time_s")
-        }
-        self.tracker.end_trial(trial.trial_id, "FINISHED", {STOPPED_TAG: str(early).lower()}, final)
+        tags = {STOPPED_TAG: str(early).lower()}
+        self.tracker.end_trial(trial.trial_id, "FINISHED", tags, final_metrics(result))
 
     def __getstate__(self) -> dict[str, Any]:  # only plain settings go into tuner.pkl
-        return {k: v for k, v in self.__dict__.items() if k != "_started"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_started", "_started_ids")}

@@ -30,6 +30,7 @@ from tune.cli import (  # noqa: E402
     UsageError,
     build_parser,
     check_args,
+    check_sync_args,
     default_name,
     default_repeat_name,
     load_saved,
@@ -37,6 +38,13 @@ from tune.cli import (  # noqa: E402
     storage_root,
 )
 from tune.cluster import ClusterError, check_address  # noqa: E402
+from tune.preflight import (  # noqa: E402
+    check_disk,
+    check_no_credentials,
+    check_own_folder,
+    check_space_edges,
+    checkpoint_bytes,
+)
 from tune.validation import check_config, check_data, validate_space  # noqa: E402
 
 EXIT_USAGE = 2
@@ -104,6 +112,9 @@ def settings_from_args(args) -> SweepSettings:
 def check_resumable(settings: SweepSettings) -> None:
     from ray import tune
 
+    if settings.storage_is_local:
+        check_own_folder(Path(settings.sweep_path))
+        check_own_folder(settings.state_dir)
     if not tune.Tuner.can_restore(settings.sweep_path):
         raise UsageError(
             f"sweep '{settings.name}' has no Tune state in {settings.sweep_path} (its driver stopped before "
@@ -167,7 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(list_spaces())
         return 0
+    if args.sync_mlflow:  # complete MLflow from Ray's results on disk; no Ray runtime needed
+        from tune.sync_mlflow import sync_command
+
+        try:
+            check_sync_args(args)
+        except UsageError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        return sync_command(args)
     try:
+        if args.mlflow_uri is not None:
+            check_no_credentials(args.mlflow_uri)
         settings = settings_from_args(args)
         check_tracking_uri(settings.mlflow_uri)
         check_address(settings.address)
@@ -180,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             settings, repeats = repeat_plan(settings)
             space = space.with_overrides(max_epochs=max(c["schedule"]["n_epochs"] for c in repeats))
         else:
+            check_space_edges(space, settings.seed)  # every value it can draw, before any data is read
             report = validate_space(space, n=n_checked, seed=settings.seed)
+            if not settings.resume and not settings.dry_run:
+                per_checkpoint = checkpoint_bytes(report.configs[0], int(report.data["n_train_classes"]))
+                check_disk(settings.storage, settings.num_samples, per_checkpoint)
     except (
         UsageError,
         ClusterError,
