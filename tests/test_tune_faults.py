@@ -117,3 +117,22 @@ def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) 
     assert "CUDA out of memory in training with batch size 128" in reason, reason
     assert "lower data.batch_size" in reason and "--gpus-per-trial 0" in reason
     assert "not retried" in reason  # the retries re-raised at once instead of training again
+    errors = [
+        ln for ln in (folder / "error.txt").read_text().splitlines() if "Error: " in ln and ln[0] != " "
+    ]
+    trained = [ln for ln in errors if ln.startswith("dcml_core.engine.DeviceOutOfMemoryError")]
+    assert len(trained) == 1, errors  # one attempt trained; every retry stopped at its first line
+
+
+def test_a_recorded_deterministic_failure_is_raised_again_without_training(tmp_path) -> None:
+    from pyarrow import fs
+
+    from tune.trial_recovery import RepeatedTrialFailure, raise_if_fatal, remember_fatal
+
+    folder = (fs.LocalFileSystem(), str(tmp_path / "trial_x"))
+    raise_if_fatal(folder)  # nothing recorded: the attempt runs
+    remember_fatal(folder, FloatingPointError("training loss is nan at epoch 3"))
+    with pytest.raises(
+        RepeatedTrialFailure, match=r"FloatingPointError: training loss is nan at epoch 3 \(not"
+    ):
+        raise_if_fatal(folder)

@@ -35,6 +35,7 @@ from tune.trial_recovery import (
     raise_if_fatal,
     remember_fatal,
     restore_engine,
+    trial_folder,
 )
 
 STATE_FILE = "tune_state.json"
@@ -89,18 +90,18 @@ def quiet_worker() -> None:
 def dcml_trial(config: dict[str, Any]) -> None:
     """Train one configuration, reporting validation metrics and a checkpoint every epoch."""
     quiet_worker()
-    trial_dir = tune.get_context().get_trial_dir()
-    raise_if_fatal(trial_dir)
+    folder = trial_folder()
+    raise_if_fatal(folder)
     device, threads, gpus = trial_device()
     torch.set_num_threads(threads)
     try:
         _train(ExperimentConfig.from_dict(trial_config(config)), device)  # repeat sweeps wrap the config
     except DeviceOutOfMemoryError as err:
         err = DeviceOutOfMemoryError(f"{err}; this trial had {gpus:g} GPU (--gpus-per-trial {gpus:g})")
-        remember_fatal(trial_dir, err)
+        remember_fatal(folder, err)
         raise err from None
     except DETERMINISTIC as err:
-        remember_fatal(trial_dir, err)
+        remember_fatal(folder, err)
         raise
 
 

@@ -80,21 +80,34 @@ def restore_engine(
     )
 
 
-def remember_fatal(trial_dir: str | Path, err: BaseException) -> None:
+def trial_folder() -> tuple[Any, str]:
+    """(pyarrow file system, path) of this trial's folder in the sweep's storage (shared by every node, unlike
+    the worker's local working directory)."""
+    from ray import tune
+
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
+def remember_fatal(folder: tuple[Any, str], err: BaseException) -> None:
     """Record a deterministic failure in the trial's folder (read by :func:`raise_if_fatal` on a retry)."""
-    record = {"type": type(err).__name__, "message": str(err)}
-    path = Path(trial_dir) / FATAL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
+    fs, path = folder
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{FATAL_FILE}") as out:
+        out.write(json.dumps({"type": type(err).__name__, "message": str(err)}).encode())
 
 
-def raise_if_fatal(trial_dir: str | Path) -> None:
+def raise_if_fatal(folder: tuple[Any, str]) -> None:
     """Raise :class:`RepeatedTrialFailure` when an earlier attempt of this trial failed deterministically."""
-    path = Path(trial_dir) / FATAL_FILE
-    if not path.is_file():
+    from pyarrow import fs as pafs
+
+    fs, path = folder
+    target = f"{path}/{FATAL_FILE}"
+    if fs.get_file_info(target).type != pafs.FileType.File:
         return
     try:
-        record = json.loads(path.read_text())
+        with fs.open_input_stream(target) as f:
+            record = json.loads(f.read().decode())
     except (OSError, ValueError):
         return  # unreadable record: let the retry run
     raise RepeatedTrialFailure(
