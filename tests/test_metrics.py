@@ -25,7 +25,7 @@ from dcml_core.evaluation import (
 from dcml_core.evaluation import metrics as metrics_module
 from tests.golden import load_golden
 
-BACKENDS = ("faiss", "torch")
+BACKENDS = ("faiss", "faiss_symmetric", "torch")
 
 
 # ----------------------------------------------------------------------------- brute-force references
@@ -128,6 +128,54 @@ def test_knn_chunked_equals_unchunked_and_backends_agree() -> None:
     full = knn(x, 10, chunk_size=500)
     np.testing.assert_array_equal(knn(x, 10, chunk_size=13), full)
     np.testing.assert_array_equal(knn(x, 10, chunk_size=13, backend="torch"), full)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 150, None])
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_knn_symmetric_blocks_match_brute_force(chunk_size: int | None, exclude_self: bool) -> None:
+    x, _ = clustered(150, 12, 10, seed=3)
+    got = knn(x, 9, chunk_size=chunk_size, exclude_self=exclude_self, backend="faiss_symmetric")
+    if exclude_self:
+        expected = brute_force_knn(x, 9)[0]
+    else:  # the query itself first (distance 0), then its 8 nearest others
+        expected = np.concatenate([np.arange(150)[:, None], brute_force_knn(x, 8)[0]], axis=1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_knn_symmetric_equals_faiss_index_on_blas_sized_input() -> None:
+    # 5,000 x 64 takes faiss's BLAS path (4,096-query blocks, 1,024-vector database blocks): the first query
+    # block uses the very same sgemm calls, later blocks reuse transposed products (equal up to rounding).
+    x = np.random.default_rng(4).standard_normal((5000, 64), dtype=np.float32)
+    sym, ref = knn(x, 10, backend="faiss_symmetric"), knn(x, 10, backend="faiss")
+    np.testing.assert_array_equal(sym[:4096], ref[:4096])
+    assert (sym != ref).any(axis=1).sum() <= 5  # near-ties only (distances equal to float32 rounding)
+
+
+def test_knn_auto_uses_symmetric_above_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    knn_module = __import__("sys").modules["dcml_core.evaluation.knn"]
+    calls: list[int] = []
+    original = knn_module._knn_faiss_symmetric
+
+    def counting(x, k, block, exclude_self):
+        calls.append(block)
+        return original(x, k, block, exclude_self)
+
+    monkeypatch.setattr(knn_module, "_knn_faiss_symmetric", counting)
+    x, _ = clustered(120, 6, 4, seed=5)
+    np.testing.assert_array_equal(knn(x, 5, chunk_size=50), knn(x, 5, backend="faiss"))
+    knn(x, 5)  # 120 points fit one default block: plain IndexFlatL2 search
+    assert calls == [50]
+
+
+def test_compute_metrics_same_with_symmetric_and_index_knn(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, labels = clustered(4500, 32, 30, seed=10, noise=2.0)  # > one 4,096 block: auto picks faiss_symmetric
+    fast = compute_metrics(x, labels, metrics=("recall", "map_c", "map@r"))
+
+    def index_knn(emb, k, **kw):
+        return knn(emb, k, backend="faiss")
+
+    monkeypatch.setattr(metrics_module, "knn", index_knn)
+    assert compute_metrics(x, labels, metrics=("recall", "map_c", "map@r")) == fast
 
 
 @pytest.mark.parametrize(
@@ -287,6 +335,20 @@ def test_compute_metrics_options_and_inputs() -> None:
     assert compute_metrics(x, labels, metrics=("nmi",), nmi_k=12) != compute_metrics(
         x, labels, metrics=("nmi",)
     )
+
+
+def test_compute_metrics_threads_do_not_change_results_and_are_restored() -> None:
+    x, labels = clustered(4200, 16, 40, seed=11, noise=2.0)  # > 4,096 points: threads picked automatically
+    before = faiss.omp_get_max_threads()
+    auto = compute_metrics(x, labels)
+    assert faiss.omp_get_max_threads() == before
+    for threads in (1, 2):
+        assert compute_metrics(x, labels, num_threads=threads) == auto
+        assert faiss.omp_get_max_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        compute_metrics(x, labels, num_threads=0)
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert all(1 <= metrics_module.idle_cores(0.02) <= cores for _ in range(3))
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,13 @@ Protocol: DiVA/DCML ``metrics/`` (see algorithms.md §5). Query set = gallery se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 
@@ -15,6 +20,42 @@ from dcml_core.evaluation.knn import knn, resolve_device
 
 METRICS = ("recall", "nmi", "f1", "map_c", "map@r")
 _AP_BLOCK = 2**22  # entries of one (rows, width) block in the AP computation
+_AUTO_THREADS_MIN_N = 4096  # above this, compute_metrics picks its faiss thread count from the idle cores
+
+
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # /proc/stat "cpu": user nice system [idle iowait] irq softirq steal
+
+
+def _busy_seconds() -> float | None:
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    return sum(float(fields[i]) for i in _BUSY_FIELDS if i < len(fields)) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cores(window: float = 0.1) -> int:
+    """Cores that other processes left idle over the last ``window`` seconds (>= 1; all cores off Linux).
+
+    Measured from /proc/stat while this process waits, so it counts the other processes' load right now.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    before, start = _busy_seconds(), time.perf_counter()
+    if before is None:
+        return cores
+    time.sleep(window)
+    busy = (_busy_seconds() - before) / (time.perf_counter() - start)  # cores kept busy by others
+    return max(1, min(cores, round(cores - busy)))
+
+
+@contextlib.contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _as_arrays(knn_labels: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +183,7 @@ def compute_metrics(
     device: str | torch.device | None = None,
     kmeans_seed: int | None = None,
     chunk_size: int | None = None,
+    num_threads: int | None = None,
 ) -> dict[str, float]:
     """All requested metrics of a set of embeddings against itself, keys ``recall@k``, ``nmi``, ``f1``, ...
 
@@ -156,8 +198,15 @@ def compute_metrics(
             it sees one.
         kmeans_seed: faiss k-means seed; None keeps faiss's default (1234), as the reference.
         chunk_size: queries per kNN block (see ``knn``).
+        num_threads: faiss (OpenMP) threads for the CPU kNN and k-means, restored afterwards. None: for
+            N > 4,096, the cores that other processes leave idle, measured before each of the two searches
+            (``idle_cores``; on a shared machine OpenMP threads that wait for a busy core cost far more than
+            they gain), else faiss's setting.
 
     One kNN search (k = the largest that any metric needs) and one k-means (shared by NMI and F1) are run.
+    The k-means result does not depend on the thread count; the BLAS products behind the kNN distances can
+    differ in the last float32 bit between thread counts (in faiss's own search as well), which can only
+    swap two neighbours at equal distance up to rounding.
     """
     _check_embeddings(embeddings)
     n = embeddings.shape[0]
@@ -168,15 +217,22 @@ def compute_metrics(
     needed = [max(recall_ks) if "recall" in metrics else 0]
     needed += [largest_class if "map_c" in metrics else 0, largest_class - 1 if "map@r" in metrics else 0]
     k = min(max(needed), n - 1)
+    if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+
+    def threads() -> int:  # chosen again before each search: the load of a shared machine changes
+        return int(num_threads or (idle_cores() if n > _AUTO_THREADS_MIN_N else faiss.omp_get_max_threads()))
 
     knn_labels = np.empty((n, 0), dtype=np.int64)
     if k > 0:
-        knn_labels = labels[knn(embeddings, k, device=device, chunk_size=chunk_size)]  # (N, k)
+        with _faiss_threads(threads()):
+            knn_labels = labels[knn(embeddings, k, device=device, chunk_size=chunk_size)]  # (N, k)
     cluster_labels = None
     if "nmi" in metrics or "f1" in metrics:
         n_clusters = int(nmi_k) if nmi_k is not None else len(np.unique(labels))
         gpu = device.type == "cuda" and faiss_gpu_available()
-        _, cluster_labels = kmeans(embeddings, n_clusters, seed=kmeans_seed, gpu=gpu)
+        with _faiss_threads(threads()):
+            _, cluster_labels = kmeans(embeddings, n_clusters, seed=kmeans_seed, gpu=gpu)
 
     results: dict[str, float] = {}
     if "recall" in metrics:
