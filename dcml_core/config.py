@@ -127,6 +127,12 @@ class ModelConfig:
     dis_on_subembeddings: bool = False  # DCML §3.6 reconstruction; off = released code
     eval_on: Literal["composites", "subembeddings"] = "composites"
 
+    def resolved_pretrained(self, dataset: str) -> str:
+        """What ``pretrained`` loads: 'auto' means ImageNet for the real data sets and none for the demo."""
+        if self.pretrained != "auto":
+            return self.pretrained
+        return "none" if dataset == "demo" else "imagenet"
+
     def validate(self, prefix: str = "model") -> None:
         from dcml_core.models.backbones import parse_arch  # local: keeps config importable alone
 

@@ -63,9 +63,7 @@ class Engine:
         self.progress = progress or (lambda msg: None)
         self.data = data if data is not None else prepare_data(cfg)  # all data checks before any model
         seed_everything(cfg.seed, cfg.deterministic)
-        pretrained = cfg.model.pretrained
-        if pretrained == "auto":
-            pretrained = "none" if cfg.data.dataset == "demo" else "imagenet"
+        pretrained = cfg.model.resolved_pretrained(cfg.data.dataset)
         self.model = build_model(
             method=cfg.model.method,
             arch=cfg.model.arch,

@@ -54,18 +54,11 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def resolved_pretrained(cfg: ExperimentConfig) -> str:
-    """What the engine loads for ``model.pretrained`` ('auto': ImageNet for real data sets, none for demo)."""
-    if cfg.model.pretrained != "auto":
-        return cfg.model.pretrained
-    return "none" if cfg.data.dataset == "demo" else "imagenet"
-
-
 def check_config(cfg: ExperimentConfig) -> None:
     """What the configuration tree cannot check alone: evaltypes against heads, pretrained weights on disk."""
     expand_evaltypes(cfg.eval.evaltypes, cfg.model.features, cfg.data.dataset)
     try:
-        resolve_weights(parse_arch(cfg.model.arch).backbone, resolved_pretrained(cfg))
+        resolve_weights(parse_arch(cfg.model.arch).backbone, cfg.model.resolved_pretrained(cfg.data.dataset))
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{err} For sweeps: put the file into $TORCH_HOME/hub/checkpoints on every node, or set "
