@@ -209,3 +209,13 @@ def test_a_local_ray_starts_without_dashboard_and_warns_when_auth_is_off(monkeyp
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster.start_ray(None)
     assert "accepts unauthenticated connections" in capsys.readouterr().err
+
+
+def test_trial_workers_wait_passively_unless_the_user_chose(monkeypatch) -> None:
+    from tune.cluster import REPO_ROOT, worker_runtime_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    env = worker_runtime_env()["env_vars"]
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert worker_runtime_env()["env_vars"]["OMP_WAIT_POLICY"] == "ACTIVE"

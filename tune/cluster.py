@@ -20,9 +20,14 @@ class ClusterError(RuntimeError):
 
 
 def worker_runtime_env() -> dict[str, Any]:
-    """Make ``import tune`` / ``dcml_core`` work in Ray workers, installed or not (same path on all nodes)."""
+    """Worker environment: ``import tune`` / ``dcml_core`` work installed or not (same path on all nodes); passive
+    OpenMP waiting."""
     path = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}}
+    # Trials share cores (several per machine, data loaders, the driver): OpenMP threads that spin-wait for a
+    # core held by another process made torch 10-20x slower here (docs/performance.md); sleeping threads only
+    # add wake-up latency. An explicit setting of the user wins.
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(path)), "OMP_WAIT_POLICY": wait_policy}}
 
 
 def check_address(address: str | None, timeout: float = 3.0) -> None:
