@@ -77,12 +77,23 @@ def test_the_sweep_goes_on_and_every_fault_hit_one_trial(sweep) -> None:
     _epochs_logged_once(sweep, trial)
 
 
+def _first_restored(results: list[dict]) -> dict:
+    """The first result after a restore (Tune restarts ``iterations_since_restore`` at 1)."""
+    restored = [r for r in results if r["iterations_since_restore"] < r["training_iteration"]]
+    assert restored, results
+    return restored[0]
+
+
+# Ray may not write the result a worker reported just before it died to result.json (MLflow, fed by the
+# driver's callback, has it: _epochs_logged_once), so only rows from the restore on are compared.
+
+
 def test_a_killed_worker_restarts_from_its_last_checkpoint(sweep) -> None:
     trial, folder = _trial(sweep, "kill")
     results = _results(folder)
-    assert [r["epoch"] for r in results] == [1, 2, 3, 4]  # epoch 3 continued from the epoch-2 checkpoint
-    restored = [r for r in results if r["iterations_since_restore"] < r["training_iteration"]]
-    assert [r["epoch"] for r in restored] == [3, 4]
+    first = _first_restored(results)
+    assert (first["epoch"], first["training_iteration"]) == (3, 3)  # continued from the epoch-2 checkpoint
+    assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
 
@@ -94,7 +105,10 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_says_so(sweep
     assert f"checkpoint {corrupted} is unusable" in log and "corrupt or truncated" in log, tail(sweep["log"])
     assert "falling back to the previous checkpoint" in log
     assert "restored from the older checkpoint" in log
-    assert [r["epoch"] for r in _results(folder)] == [1, 2, 2, 3, 4]  # epoch 2 trained again from epoch 1
+    results = _results(folder)
+    first = _first_restored(results)
+    assert (first["epoch"], first["training_iteration"]) == (2, 3)  # epoch 2 trained again from epoch 1
+    assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS + 1
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
 
@@ -106,7 +120,8 @@ def test_a_nan_loss_fails_the_trial_with_its_reason_in_mlflow(sweep) -> None:
     reason = run.data.tags[ERROR_TAG]
     assert "NonFiniteLossError" in reason and "training loss is nan at epoch 2" in reason, reason
     assert "lower the learning rate" in reason
-    assert [r["epoch"] for r in _results(folder)] == [1]
+    steps = [m.step for m in sweep["client"].get_metric_history(run.info.run_id, "val/recall_at_1")]
+    assert steps == [1]  # the epoch before the NaN is kept
 
 
 def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) -> None:

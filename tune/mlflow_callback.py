@@ -12,6 +12,7 @@ retries on Tune's loop steps (at most every ``SweepTracker.retry_interval`` seco
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,18 @@ def error_line(text: str | None, limit: int = 500) -> str:
 
 
 def error_summary(trial: Any, limit: int = 500) -> str:
-    """Last line of a failed trial's traceback (the exception), shortened for a tag."""
+    """Last line of a failed trial's latest traceback (the exception), shortened for a tag.
+
+    Read from the driver's own error file when there is one: ``Trial.get_error`` reads the storage copy, which
+    is synced later and can still hold only an earlier attempt's error.
+    """
+    text = None
+    local = getattr(trial, "error_file", None)  # the driver writes here first; storage gets a copy later
     try:
-        text = trial.get_error()
+        if isinstance(local, (str, os.PathLike)) and os.path.isfile(local):
+            text = Path(local).read_text(errors="replace")
+        else:
+            text = trial.get_error()
     except Exception:  # noqa: BLE001 - storage unavailable: fall back to a generic reason
         text = None
     return error_line(text, limit)
