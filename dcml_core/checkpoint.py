@@ -22,10 +22,21 @@ class CheckpointError(RuntimeError):
     """A checkpoint directory is missing, truncated or does not match the configuration."""
 
 
-def save_checkpoint(directory: str | Path, state: dict[str, Any], config_json: str) -> Path:
-    """Write ``state`` and the configuration into ``directory`` (created if needed)."""
+def save_checkpoint(
+    directory: str | Path, state: dict[str, Any], config_json: str, durable: bool = True
+) -> Path:
+    """Write ``state`` and the configuration into ``directory`` (created if needed).
+
+    ``durable=False`` skips the temporary file, rename and fsync: for a staging folder that something else
+    (Ray) copies to its final place, where a crash mid-write only loses the staging copy.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if not durable:
+        (directory / CONFIG_FILE).write_text(config_json)
+        with open(directory / STATE_FILE, "wb") as f:
+            torch.save(state, f)
+        return directory
     _atomic_write(directory / CONFIG_FILE, lambda f: f.write(config_json.encode()))
     _atomic_write(directory / STATE_FILE, lambda f: torch.save(state, f))
     return directory

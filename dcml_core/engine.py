@@ -272,9 +272,9 @@ class Engine:
         self.timings = dict(state["timings"])
         self.epoch = int(state["epoch"])
 
-    def save(self, directory: str | Path) -> Path:
-        """Write a checkpoint directory (state + configuration)."""
-        return save_checkpoint(directory, self.state_dict(), self.cfg.to_json())
+    def save(self, directory: str | Path, durable: bool = True) -> Path:
+        """Write a checkpoint directory (state + configuration); see :func:`save_checkpoint` for ``durable``."""
+        return save_checkpoint(directory, self.state_dict(), self.cfg.to_json(), durable=durable)
 
     @classmethod
     def restore(

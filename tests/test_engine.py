@@ -133,3 +133,17 @@ def test_device_out_of_memory_names_the_batch_size_to_lower(tiny_demo_root, monk
     else:
         assert f"in evaluation with batch size {cfg.eval.batch_size}" in message and "eval.batch_size" in message
     assert "--gpus-per-trial" in message
+
+
+def test_a_staging_checkpoint_restores_the_same_state(tiny_demo_root, tmp_path):
+    cfg = ExperimentConfig.from_dict(tiny_config(tiny_demo_root))
+    engine = Engine(cfg, device="cpu")
+    engine.train_epoch()
+    engine.save(tmp_path / "durable")
+    engine.save(tmp_path / "staging", durable=False)  # no temp file, rename or fsync
+    assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == ["config.json", "state.pt"]
+    a = torch.load(tmp_path / "durable" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "staging" / "state.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert Engine.restore(tmp_path / "staging", device="cpu").epoch == 1
