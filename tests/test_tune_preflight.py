@@ -219,3 +219,12 @@ def test_trial_workers_wait_passively_unless_the_user_chose(monkeypatch) -> None
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert worker_runtime_env()["env_vars"]["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_checkpoint_staging_folder_follows_the_environment(monkeypatch, tmp_path):
+    from tune.trainable import staging_root
+
+    monkeypatch.setenv("DCML_STAGING_DIR", str(tmp_path))
+    assert staging_root() == str(tmp_path)
+    monkeypatch.delenv("DCML_STAGING_DIR")
+    assert staging_root(min_free=10**18) is None  # no RAM folder that large: the default temporary folder

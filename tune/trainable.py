@@ -81,8 +81,11 @@ def trial_device() -> tuple[str, int, float]:
 
 
 def staging_root(min_free: int = 2 * 1024**3) -> str | None:
-    """Where a checkpoint is written before Ray copies it to storage: RAM (``/dev/shm``) when it has room,
-    else the default temporary folder. Saves a disk write of the whole state every epoch."""
+    """Where a checkpoint is written before Ray copies it to storage: ``$DCML_STAGING_DIR`` if set, else RAM
+    (``/dev/shm``) when it has room, else the default temporary folder. RAM saves a disk write of the whole
+    state every epoch, but counts against a job's memory limit (SLURM cgroups): set DCML_STAGING_DIR then."""
+    if os.environ.get("DCML_STAGING_DIR"):
+        return os.environ["DCML_STAGING_DIR"]
     shm = Path("/dev/shm")
     try:
         if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= min_free:
