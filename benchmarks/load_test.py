@@ -22,7 +22,6 @@ import re
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -30,19 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import LoadMonitor, machine_info, save_json  # noqa: E402
-from tests.test_tune_support import free_port, kill_session, run_sweep_cli, start, sweep_env, wait_for  # noqa: E402
+from tests.test_tune_support import (  # noqa: E402
+    free_port,
+    http_ok,
+    kill_session,
+    run_sweep_cli,
+    start,
+    sweep_env,
+    wait_for,
+)
 from tune.sweep_tracker import TRIAL_TAG, metrics_of  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "load_test.json"
 NAME = "load"
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def ray_results(sweep: Path) -> dict[str, list[dict]]:
@@ -133,7 +132,7 @@ def main() -> int:
             env, tmp / "server.log",
         )  # fmt: skip
         try:
-            if not wait_for(lambda: _healthy(f"{uri}/health"), 120):
+            if not wait_for(lambda: http_ok(f"{uri}/health"), 120):
                 print((tmp / "server.log").read_text()[-3000:])
                 return 1
             monitor = LoadMonitor()

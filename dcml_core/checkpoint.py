@@ -94,19 +94,25 @@ def resume_candidates(path: str | Path) -> list[Path]:
     return rotated or [path]
 
 
-def first_usable(candidates: list[Path], restore: Callable[[Path], Any], say: Callable[[str], None]) -> Any:
-    """``restore(folder)`` of the first candidate that loads; every unusable one is reported through ``say``."""
+def first_usable(
+    candidates: list[Any],
+    restore: Callable[[Any], Any],
+    say: Callable[[str], None],
+    name: Callable[[Any], str] = str,
+) -> Any:
+    """``restore(candidate)`` of the first candidate that loads, newest first; every unusable one is reported
+    through ``say`` (as ``name(candidate)``). Raises :class:`CheckpointError` listing them when none loads."""
     failures = []
-    for i, folder in enumerate(candidates):
+    for i, candidate in enumerate(candidates):
         try:
-            out = restore(folder)
+            out = restore(candidate)
         except CheckpointError as err:
             failures.append(str(err))
             nxt = "falling back to the previous checkpoint" if i + 1 < len(candidates) else "none left"
-            say(f"checkpoint {folder} is unusable ({err}); {nxt}")
+            say(f"checkpoint {name(candidate)} is unusable ({err}); {nxt}")
             continue
         if i > 0:
-            say(f"restored from the older checkpoint {folder}")
+            say(f"restored from the older checkpoint {name(candidate)}")
         return out
     raise CheckpointError("no usable checkpoint: " + "; ".join(failures))
 

@@ -84,6 +84,23 @@ def test_bad_command_lines(argv, message, capsys, tmp_path, monkeypatch):
     assert message in capsys.readouterr().err
 
 
+def _run_until_crash(monkeypatch, argv: list[str], crash_epoch: int) -> None:
+    """Run ``train.main(argv)`` until it crashes (KeyboardInterrupt) at the start of epoch ``crash_epoch``."""
+    original = Engine.train_epoch
+    calls = {"n": 0}
+
+    def crash(self):
+        calls["n"] += 1
+        if calls["n"] == crash_epoch:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "train_epoch", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(argv)
+
+
 def test_run_logs_to_mlflow_and_resumes_the_same_run(tiny_demo_root, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     save = tmp_path / "run"
@@ -92,19 +109,7 @@ def test_run_logs_to_mlflow_and_resumes_the_same_run(tiny_demo_root, tmp_path, m
         f"--embed_dim 16 --crop_size 32 --resize_size 36 --kernels 0 --lr 1e-3 --evaluation_metrics e_recall@1 nmi "
         f"--mlflow_uri {uri} --save_path {save} --run_name cli-test --threads 2"
     )
-    original = Engine.train_epoch
-    calls = {"n": 0}
-
-    def crash_on_second_epoch(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self)
-
-    monkeypatch.setattr(Engine, "train_epoch", crash_on_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(argv)
-    monkeypatch.setattr(Engine, "train_epoch", original)
+    _run_until_crash(monkeypatch, argv, crash_epoch=2)
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("dcml_core.train").experiment_id])
     assert run.info.status == "FAILED" and "simulated crash" in run.data.tags["dcml.error"]
@@ -129,19 +134,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_latest_is_truncat
         f"--embed_dim 16 --crop_size 32 --resize_size 36 --kernels 0 --lr 1e-3 --evaluation_metrics e_recall@1 "
         f"--no_mlflow --save_path {save} --run_name fallback --threads 2"
     )
-    original = Engine.train_epoch
-    calls = {"n": 0}
-
-    def crash_on_third_epoch(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self)
-
-    monkeypatch.setattr(Engine, "train_epoch", crash_on_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(argv)
-    monkeypatch.setattr(Engine, "train_epoch", original)
+    _run_until_crash(monkeypatch, argv, crash_epoch=3)
     assert torch.load(save / "previous" / "state.pt", weights_only=True)["epoch"] == 1
     state = save / "latest" / "state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a crash mid-copy

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.request
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from tests.test_tune_support import (
     free_port,
+    http_ok,
     kill_session,
     run_sweep_cli,
     short_tmp,  # noqa: F401  (fixture)
@@ -25,14 +25,6 @@ from tests.test_tune_support import (
 )
 
 BIN = Path(sys.executable).parent
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _ray_started(log: Path) -> int:
@@ -110,7 +102,7 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
         )
         started.append(worker.pid)
         assert wait_for(lambda: _ray_started(tmp_path / "worker.log") == 1, 90), tail(tmp_path / "worker.log")
-        assert wait_for(lambda: _healthy(f"{uri}/health"), 90), tail(tmp_path / "server.log")
+        assert wait_for(lambda: http_ok(f"{uri}/health"), 90), tail(tmp_path / "server.log")
 
         common = [
             "--space",

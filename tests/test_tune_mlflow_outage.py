@@ -12,8 +12,6 @@ import json
 import re
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import search_spaces
 from tests.test_tune_support import (
     REPO,
     free_port,
+    http_ok,
     kill_session,
     short_tmp,  # noqa: F401  (fixture)
     start,
@@ -33,6 +32,7 @@ from tests.test_tune_support import (
     tiny_demo,  # noqa: F401  (session fixture)
     wait_for,
 )
+from tests.test_tune_tracker import FakeTrial
 from tune import mlflow_callback
 from tune.mlflow_callback import MLflowSweepCallback, final_metrics, tracker_for
 from tune.run import main as run_main
@@ -49,11 +49,7 @@ class Server:
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return http_ok(f"{self.uri}/health")
 
     def start(self, wait: bool = True) -> None:
         cmd = [
@@ -96,22 +92,6 @@ def fresh_trackers(monkeypatch):
     mlflow_callback._TRACKERS.clear()
     yield
     mlflow_callback._TRACKERS.clear()
-
-
-@dataclass
-class FakeTrial:
-    """What the callback reads of a Tune trial."""
-
-    trial_id: str
-    config: dict[str, Any]
-    status: str = "RUNNING"
-    last_result: dict[str, Any] = field(default_factory=dict)
-
-    def get_error(self) -> str | None:
-        return None
-
-    def __str__(self) -> str:
-        return f"dcml_trial_{self.trial_id}"
 
 
 def _result(trial: str, epoch: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dcml_core.checkpoint import CheckpointError
+from dcml_core.checkpoint import CheckpointError, first_usable
 from dcml_core.engine import DeviceOutOfMemoryError, Engine, NonFiniteLossError
 
 FATAL_FILE = "dcml_fatal_error.json"
@@ -57,27 +57,20 @@ def checkpoint_candidates(latest: Any) -> list[Any]:
 def restore_engine(
     candidates: list[Any], device: str, load_extra: Callable[[Path], Any], say: Callable[[str], None] = print
 ) -> tuple[Engine, Any]:
-    """The engine (and ``load_extra(dir)``) from the first candidate checkpoint that loads; each skipped one
-    is reported through ``say``. Raises :class:`CheckpointError` listing every failure when none loads."""
-    failures = []
-    for i, checkpoint in enumerate(candidates):
+    """The engine (and ``load_extra(dir)``) from the first candidate checkpoint that loads (see
+    :func:`dcml_core.checkpoint.first_usable`)."""
+
+    def restore(checkpoint: Any) -> tuple[Engine, Any]:
         with checkpoint.as_directory() as directory:
-            try:
-                extra = load_extra(Path(directory))
-                engine = Engine.restore(directory, device=device)
-            except CheckpointError as err:
-                failures.append(f"{checkpoint.path}: {err}")
-                nxt = "falling back to the previous checkpoint" if i + 1 < len(candidates) else "none left"
-                say(f"[dcml] checkpoint {checkpoint.path} is unusable ({err}); {nxt}")
-                continue
-        if i > 0:
-            say(f"[dcml] restored from the older checkpoint {checkpoint.path} (epoch {engine.epoch})")
-        return engine, extra
-    raise CheckpointError(
-        "no usable checkpoint to restore the trial from: "
-        + "; ".join(failures)
-        + ". Delete the trial's folder to start it over, or let the sweep go on without it."
-    )
+            extra = load_extra(Path(directory))
+            return Engine.restore(directory, device=device), extra
+
+    try:
+        return first_usable(candidates, restore, say, name=lambda checkpoint: checkpoint.path)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err}. Delete the trial's folder to start it over, or let the sweep go on without it."
+        ) from None
 
 
 def trial_folder() -> tuple[Any, str]:
