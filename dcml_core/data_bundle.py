@@ -25,6 +25,7 @@ from dcml_core.data import (
 )
 from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
 from dcml_core.models import input_convention
+from dcml_core.registry import HEADS
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Loaders:
             crop_scale=cfg.data.resolved_crop_scale(),
         )
         self.eval_tf = build_transforms("eval", crop_size=crop, resize_size=resize, arch_input=convention)
-        two_views = "selfsimilarity" in cfg.model.features
+        two_views = any(HEADS.get(name).second_view for name in cfg.model.features)
         self.train_set = ImageDataset(
             bundle.train, self.train_tf, second_view_transform=self.train_tf if two_views else None
         )

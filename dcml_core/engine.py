@@ -12,7 +12,7 @@ Usage::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,9 @@ from dcml_core.evaluation import (
     expand_evaltypes,
     parse_evaltype,
 )
-from dcml_core.losses import cluster_pseudo_labels
 from dcml_core.metric_names import metric_key
 from dcml_core.models import build_model
-from dcml_core.objective import Objective
+from dcml_core.objective import STATE_FORMAT, TrainingAccess, build_objective, upgrade_state
 from dcml_core.optim import build_optimizer, build_scheduler
 from dcml_core.seeding import resolve_device, rng_state, seed_everything, set_rng_state
 
@@ -76,13 +75,13 @@ class Engine:
         self.cuda = self.device.type == "cuda"
         if self.cuda and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.objective = Objective(cfg, self.model, self.data.n_train_classes, self.model.feature_dim).to(self.device)
+        self.objective = build_objective(cfg, self.model, self.data.n_train_classes, self.model.feature_dim)
+        self.objective.to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.objective.param_groups())
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp)
         self.loaders = Loaders(cfg, self.data, self.device)
         self.epoch = 0
-        self.queue_filled = False
         self.timings = {"train_s": 0.0, "eval_s": 0.0}
 
     # ------------------------------------------------------------------ training
@@ -98,12 +97,10 @@ class Engine:
         return images
 
     def train_epoch(self) -> dict[str, float]:
-        """One epoch: (queue pre-fill / re-clustering when due), then sample, mine, loss, step."""
+        """One epoch: the terms' epoch hooks (queue pre-fill, re-clustering), then sample, mine, loss, step."""
         start = time.perf_counter()
-        if self.objective.queue is not None and not self.queue_filled:
-            self._fill_queue()
-        if self.objective.dc is not None and self.epoch % self.cfg.diva.dc_update_f == 0:
-            self._recluster()
+        access = TrainingAccess(self._train_images, self._train_features, self._autocast)
+        self.objective.before_epoch(self.epoch, access)
         self.model.train()
         self.objective.train()
         sums: dict[str, float] = {}
@@ -147,34 +144,21 @@ class Engine:
         out.update({"train/lr": lr, "train/epoch_time_s": elapsed, "epoch": self.epoch})
         return out
 
-    @torch.no_grad()
-    def _fill_queue(self) -> None:
-        """Pre-fill the key queue with n_key_batches batches of view A, key network in eval mode (§2.3)."""
-        wanted = self.cfg.diva.moco_n_key_batches
-        keys: list[Tensor] = []
-        while len(keys) < wanted:
-            for batch in self.loaders.train_loader():
-                with self._autocast():
-                    keys.append(self.objective.keys(self._to_device(batch[0])))
-                if len(keys) == wanted:
-                    break
-        self.objective.queue.fill(keys)
-        self.queue_filled = True
+    def _train_images(self) -> Iterator[Tensor]:
+        """View A of one pass of the training sampler, on the device."""
+        for batch in self.loaders.train_loader():
+            yield self._to_device(batch[0])
 
     @torch.no_grad()
-    def _recluster(self) -> None:
-        """Deep-clustering variant: new pseudo labels from PCA + k-means of the training features (§2.2.6)."""
-        self.objective.dc.reset_parameters()
+    def _train_features(self) -> np.ndarray:
+        """(N_train, F) pooled features of every training image with the training augmentation, eval mode."""
         self.model.eval()
         feats = np.empty((len(self.data.train), self.model.feature_dim), dtype=np.float32)
         for batch in self.loaders.eval_loader("train", train_transform=True):
             with self._autocast():
                 _, f, _ = self.model(self._to_device(batch[0]))
             feats[batch[2].numpy()] = f.float().cpu().numpy()
-        labels = cluster_pseudo_labels(
-            feats, self.cfg.diva.dc_ncluster, pca_dim=self.cfg.model.embed_dim, niter=20, seed=self.cfg.seed
-        )
-        self.objective.pseudo_labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        return feats
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -246,6 +230,7 @@ class Engine:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors and plain values only)."""
         return {
+            "format": STATE_FORMAT,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
@@ -254,21 +239,20 @@ class Engine:
             "scaler": self.scaler.state_dict(),
             "sampler": self.loaders.sampler.state_dict(),
             "rng": rng_state(),
-            "queue_filled": self.queue_filled,
             "timings": dict(self.timings),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; states of checkpoints written before the terms list are upgraded."""
+        owners = ["model", *self.objective.group_owners()]
+        state = upgrade_state(state, owners, list(self.objective.state_dict()))
         self.model.load_state_dict(state["model"])
-        if "pseudo_labels" in state["objective"]:
-            self.objective.pseudo_labels = state["objective"]["pseudo_labels"].to(self.device)
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.loaders.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
-        self.queue_filled = bool(state["queue_filled"])
         self.timings = dict(state["timings"])
         self.epoch = int(state["epoch"])
 

@@ -47,8 +47,8 @@ def test_resume_is_exact(method, tiny_demo_root, tmp_path):
         if not key.endswith("eval_time_s"):
             assert metrics_straight[key] == metrics_resumed[key], key
     if method != "margin":
-        assert torch.equal(straight.objective.queue.queue, resumed.objective.queue.queue)
-        assert straight.objective.criteria["shared"].beta.shape == (straight.data.n_train_classes,)
+        assert torch.equal(straight.objective.terms["ssl"].queue.queue, resumed.objective.terms["ssl"].queue.queue)
+        assert straight.objective.terms["shared"].loss.beta.shape == (straight.data.n_train_classes,)
 
 
 def test_loss_terms_per_method(tiny_demo_root):
@@ -84,7 +84,7 @@ def test_evaluate_reports_every_evaltype(tiny_demo_root):
 
 def test_nan_loss_fails_with_a_clear_reason(tiny_demo_root, monkeypatch):
     engine = Engine(ExperimentConfig.from_dict(tiny_config(tiny_demo_root)))
-    monkeypatch.setattr(engine.objective.criteria["discriminative"], "forward",
+    monkeypatch.setattr(engine.objective.terms["disc"].loss, "forward",
                         lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(FloatingPointError, match="training loss is nan at epoch 1, iteration 1"):
         engine.train_epoch()
@@ -102,16 +102,16 @@ def test_deep_clustering_variant_reclusters_and_resumes(tiny_demo_root, tmp_path
                     diva={"dc_ncluster": 8, "dc_update_f": 2, "rho_decorrelation": [500]}, schedule={"n_epochs": 2})
     )
     engine = Engine(cfg)
-    assert engine.objective.decorrelation is None  # the DC variant has no decorrelation (§2.2.6)
+    assert "sep" not in engine.objective.terms  # the DC variant has no decorrelation (§2.2.6)
     out = engine.train_epoch()
-    labels = engine.objective.pseudo_labels
+    labels = engine.objective.terms["dc"].pseudo_labels
     assert labels.shape == (len(engine.data.train),) and 1 < len(labels.unique()) <= 8
     assert "train/loss_dc" in out
     assert engine.optimizer.param_groups[-1]["lr"] == pytest.approx(10 * cfg.optim.lr)
     engine.save(tmp_path / "ck")
     restored = Engine.restore(tmp_path / "ck")
-    assert torch.equal(restored.objective.pseudo_labels, labels)
-    assert torch.equal(restored.objective.dc.classifier.weight, engine.objective.dc.classifier.weight)
+    assert torch.equal(restored.objective.terms["dc"].pseudo_labels, labels)
+    assert torch.equal(restored.objective.terms["dc"].loss.classifier.weight, engine.objective.terms["dc"].loss.classifier.weight)
 
 
 @pytest.mark.parametrize("phase", ["train", "eval"])

@@ -72,7 +72,7 @@ def checkpoint_bytes(cfg: ExperimentConfig, n_train_classes: int) -> int:
     """Estimated size of one trial checkpoint: model + objective state (key encoder, queue, betas) + Adam's two
     moments of every optimised parameter. Builds the model on CPU without weights (about a second)."""
     from dcml_core.models import build_model
-    from dcml_core.objective import Objective
+    from dcml_core.objective import build_objective
     from dcml_core.optim import build_optimizer
 
     model = build_model(
@@ -84,7 +84,7 @@ def checkpoint_bytes(cfg: ExperimentConfig, n_train_classes: int) -> int:
         ensemble_num=cfg.model.ensemble_num,
         compos_num=cfg.model.compos_num,
     )
-    objective = Objective(cfg, model, n_train_classes, model.feature_dim)
+    objective = build_objective(cfg, model, n_train_classes, model.feature_dim)
     optimizer = build_optimizer(cfg.optim, model, objective.param_groups())
     optimised = sum(p.numel() * p.element_size() for g in optimizer.param_groups for p in g["params"])
     buffer = io.BytesIO()

@@ -1,6 +1,6 @@
-"""Evaluation: exact kNN, faiss k-means, the reference's retrieval and clustering metrics, evaltypes."""
+"""Evaluation: exact kNN, faiss k-means, evaltypes, and ``compute_metrics`` over the METRICS registry."""
 
-from dcml_core.evaluation.clustering import f1_score_clusters, faiss_gpu_available, kmeans, nmi
+from dcml_core.evaluation.clustering import faiss_gpu_available, kmeans
 from dcml_core.evaluation.evaltypes import (
     ALL_WEIGHTS,
     ALL_WEIGHTS_SOP,
@@ -13,7 +13,8 @@ from dcml_core.evaluation.evaltypes import (
     parse_evaltype,
 )
 from dcml_core.evaluation.knn import knn
-from dcml_core.evaluation.metrics import METRICS, compute_metrics, map_at_r, map_c, recall_at_k
+from dcml_core.evaluation.metrics import compute_metrics
+from dcml_core.metrics import METRICS, f1_score_clusters, map_at_r, map_c, nmi, recall_at_k
 
 __all__ = [
     "ALL_WEIGHTS",

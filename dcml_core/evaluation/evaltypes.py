@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-HEAD_ORDER = ("discriminative", "selfsimilarity", "shared", "intra")  # head order of the paper weightings
+from dcml_core.head_names import DIVA_HEADS
+
+HEAD_ORDER = DIVA_HEADS  # head order of the paper weightings
 PAPER_WEIGHTS = {"paper_cub": (0.5, 1, 1, 1), "paper_cars": (0.5, 2, 2, 2), "paper_sop": (1, 1, 1, 1)}
 _PAPER_BY_DATASET = {"cub200": "paper_cub", "cars196": "paper_cars", "online_products": "paper_sop"}
 _SOP = "online_products"

@@ -1,6 +1,7 @@
-"""Retrieval metrics from shared kNN labels, and ``compute_metrics``, which runs kNN and k-means once each.
+"""``compute_metrics``: one kNN search and one k-means, shared by every requested metric of the METRICS registry.
 
 Protocol: DiVA/DCML ``metrics/`` (see algorithms.md §5). Query set = gallery set, the query itself excluded.
+The metrics themselves are in :mod:`dcml_core.metrics` (pure numpy); this module runs the searches.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import faiss
 import numpy as np
 import torch
 
-from dcml_core.evaluation.clustering import f1_score_clusters, faiss_gpu_available, kmeans, nmi
+from dcml_core.evaluation.clustering import faiss_gpu_available, kmeans
 from dcml_core.evaluation.knn import knn, resolve_device
+from dcml_core.metrics import METRICS, Metric, MetricInputs, map_at_r, map_c, recall_at_k, registered
 
-METRICS = ("recall", "nmi", "f1", "map_c", "map@r")
-_AP_BLOCK = 2**22  # entries of one (rows, width) block in the AP computation
+__all__ = ["METRICS", "compute_metrics", "idle_cores", "map_at_r", "map_c", "recall_at_k"]
 _AUTO_THREADS_MIN_N = 4096  # above this, compute_metrics picks its faiss thread count from the idle cores
 
 
@@ -58,71 +59,6 @@ def _faiss_threads(n: int) -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
-def _as_arrays(knn_labels: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    knn_labels, labels = np.asarray(knn_labels), np.asarray(labels).reshape(-1)
-    if knn_labels.ndim != 2 or len(knn_labels) != len(labels) or len(labels) == 0:
-        raise ValueError(
-            f"knn_labels must be (N, k) with one row per label, got {knn_labels.shape} for {len(labels)} labels"
-        )
-    return knn_labels, labels
-
-
-def recall_at_k(knn_labels: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
-    """Recall@k per k: fraction of queries with a same-label item among their first k neighbours."""
-    knn_labels, labels = _as_arrays(knn_labels, labels)
-    for k in ks:
-        if not 1 <= k <= knn_labels.shape[1]:
-            raise ValueError(f"recall@{k} needs 1 <= k <= {knn_labels.shape[1]} (the neighbours given)")
-    hits = knn_labels == labels[:, None]  # (N, K)
-    return {int(k): int(hits[:, :k].any(axis=1).sum()) / len(labels) for k in ks}
-
-
-def _truncated_ap(knn_labels: np.ndarray, labels: np.ndarray, size_offset: int) -> np.ndarray:
-    """Per query, (1/w) sum_{i<=w} prec@i rel_i over its first w neighbours, w = class size - size_offset.
-
-    Rows are processed in groups of equal w so that each row sums exactly w terms, in the reference's order.
-    Neighbours missing because w exceeds the columns given count as not relevant. Rows with w = 0 get NaN.
-    """
-    _, class_ids, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    widths = sizes[class_ids] - size_offset  # (N,)
-    ap = np.full(len(labels), np.nan)
-    for w in np.unique(widths[widths > 0]):
-        rows = np.flatnonzero(widths == w)
-        cols = min(int(w), knn_labels.shape[1])
-        if cols == 0:
-            ap[rows] = 0.0
-            continue
-        ranks = np.arange(1, cols + 1)
-        block_rows = max(1, _AP_BLOCK // cols)
-        for start in range(0, len(rows), block_rows):
-            block = rows[start : start + block_rows]
-            rel = knn_labels[block, :cols] == labels[block, None]  # (b, cols)
-            ap[block] = np.sum(np.cumsum(rel, axis=1) * rel / ranks, axis=1) / w
-    return ap
-
-
-def map_c(knn_labels: np.ndarray, labels: np.ndarray) -> float:
-    """mAP_c of DiVA ``metrics/mAP_c.py``: over the first f retrieved, f = class size including the query.
-
-    AP = (1/f) sum_{i=1..f} prec@i rel_i, averaged over all queries. ``knn_labels`` needs (largest class size)
-    columns.
-    """
-    knn_labels, labels = _as_arrays(knn_labels, labels)
-    ap = _truncated_ap(knn_labels, labels, size_offset=0)
-    return float(np.mean(ap[np.argsort(labels, kind="stable")]))  # reference order: by class, then index
-
-
-def map_at_r(knn_labels: np.ndarray, labels: np.ndarray) -> float:
-    """MAP@R (Musgrave et al., ECCV 2020): R = class size - 1, AP over the first R retrieved divided by R.
-
-    Queries without another member of their class (R = 0) are skipped; NaN if no query remains.
-    """
-    knn_labels, labels = _as_arrays(knn_labels, labels)
-    ap = _truncated_ap(knn_labels, labels, size_offset=1)
-    ap = ap[~np.isnan(ap)]
-    return float(np.mean(ap)) if ap.size else float("nan")
-
-
 def _check_labels(labels: torch.Tensor | np.ndarray, n: int) -> np.ndarray:
     labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -157,20 +93,22 @@ def _check_embeddings(embeddings: torch.Tensor | np.ndarray) -> None:
         )
 
 
-def _check_options(metrics: Sequence[str], recall_ks: Sequence[int], nmi_k: int | None, n: int) -> None:
+def _check_options(metrics: Sequence[str], recall_ks: Sequence[int], nmi_k: int | None, n: int) -> list[Metric]:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
-        raise ValueError(f"unknown metrics {unknown} (or none requested); available: {list(METRICS)}")
-    if "recall" in metrics:
+        raise ValueError(f"unknown metrics {unknown} (or none requested); available: {list(METRICS.available())}")
+    specs = registered(metrics)
+    if any(s.per_k for s in specs):
         if not recall_ks or any(
             not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1 for k in recall_ks
         ):
             raise ValueError(f"recall_ks must be integers in [1, N-1={n - 1}], got {list(recall_ks)}")
-    if nmi_k is not None and ({"nmi", "f1"} & set(metrics)):
+    if nmi_k is not None and any(s.needs == "clusters" for s in specs):
         if not isinstance(nmi_k, (int, np.integer)) or not 1 <= nmi_k <= n:
             raise ValueError(
                 f"nmi_k (the number of k-means clusters) must be an integer in [1, N={n}], got {nmi_k!r}"
             )
+    return specs
 
 
 def compute_metrics(
@@ -179,7 +117,7 @@ def compute_metrics(
     *,
     recall_ks: Sequence[int] = (1, 2, 4, 8),
     nmi_k: int | None = None,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
     device: str | torch.device | None = None,
     kmeans_seed: int | None = None,
     chunk_size: int | None = None,
@@ -193,7 +131,8 @@ def compute_metrics(
         recall_ks: the k of Recall@k.
         nmi_k: clusters of the k-means behind NMI and F1; the reference uses the number of TRAIN classes.
             None: the number of distinct labels given.
-        metrics: any of ``recall``, ``nmi``, ``f1``, ``map_c``, ``map@r``.
+        metrics: names from the METRICS registry (``recall``, ``nmi``, ``f1``, ``map_c``, ``map@r``, ...);
+            None: all of them. Results come in registration order.
         device: where the kNN runs (None: the device of a tensor input); k-means uses faiss GPU if
             it sees one.
         kmeans_seed: faiss k-means seed; None keeps faiss's default (1234), as the reference.
@@ -203,7 +142,8 @@ def compute_metrics(
             (``idle_cores``; on a shared machine OpenMP threads that wait for a busy core cost far more than
             they gain), else faiss's setting.
 
-    One kNN search (k = the largest that any metric needs) and one k-means (shared by NMI and F1) are run.
+    One kNN search (k = the largest that any metric needs) and one k-means (shared by NMI, F1 and any
+    other metric that needs clusters) are run.
     The k-means result does not depend on the thread count; the BLAS products behind the kNN distances can
     differ in the last float32 bit between thread counts (in faiss's own search as well), which can only
     swap two neighbours at equal distance up to rounding.
@@ -211,12 +151,10 @@ def compute_metrics(
     _check_embeddings(embeddings)
     n = embeddings.shape[0]
     labels = _check_labels(labels, n)
-    _check_options(metrics, recall_ks, nmi_k, n)
+    specs = _check_options(METRICS.available() if metrics is None else metrics, recall_ks, nmi_k, n)
     device = resolve_device(embeddings, device)
-    largest_class = int(np.unique(labels, return_counts=True)[1].max())
-    needed = [max(recall_ks) if "recall" in metrics else 0]
-    needed += [largest_class if "map_c" in metrics else 0, largest_class - 1 if "map@r" in metrics else 0]
-    k = min(max(needed), n - 1)
+    inputs = MetricInputs(labels=labels, ks=tuple(int(k) for k in recall_ks))
+    k = min(max([s.knn_depth(inputs) for s in specs if s.needs == "knn"], default=0), n - 1)
     if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
 
@@ -228,21 +166,14 @@ def compute_metrics(
         with _faiss_threads(threads()):
             knn_labels = labels[knn(embeddings, k, device=device, chunk_size=chunk_size)]  # (N, k)
     cluster_labels = None
-    if "nmi" in metrics or "f1" in metrics:
+    if any(s.needs == "clusters" for s in specs):
         n_clusters = int(nmi_k) if nmi_k is not None else len(np.unique(labels))
         gpu = device.type == "cuda" and faiss_gpu_available()
         with _faiss_threads(threads()):
             _, cluster_labels = kmeans(embeddings, n_clusters, seed=kmeans_seed, gpu=gpu)
 
+    inputs = MetricInputs(labels=labels, ks=inputs.ks, knn_labels=knn_labels, cluster_labels=cluster_labels)
     results: dict[str, float] = {}
-    if "recall" in metrics:
-        results.update({f"recall@{r}": v for r, v in recall_at_k(knn_labels, labels, recall_ks).items()})
-    if "nmi" in metrics:
-        results["nmi"] = nmi(cluster_labels, labels)
-    if "f1" in metrics:
-        results["f1"] = f1_score_clusters(cluster_labels, labels)
-    if "map_c" in metrics:
-        results["map_c"] = map_c(knn_labels, labels)
-    if "map@r" in metrics:
-        results["map@r"] = map_at_r(knn_labels, labels)
+    for spec in specs:
+        results.update(spec.compute(inputs))
     return results

@@ -6,8 +6,15 @@ reference code: Revisiting/DiVA ``criteria/margin.py``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+from dcml_core.registry import LOSSES
+
+if TYPE_CHECKING:
+    from dcml_core.config import LossConfig
 
 IndicesTuple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -115,3 +122,9 @@ class MarginLoss(nn.Module):
                 "beta has one entry per TRAIN class"
             )
         return a.long(), p.long(), n.long()
+
+
+@LOSSES.register("margin")
+def margin_loss(cfg: LossConfig, n_classes: int) -> MarginLoss:
+    """``loss.name = "margin"``: one beta per TRAIN class."""
+    return MarginLoss(n_classes, margin=cfg.margin, beta=cfg.beta, nu=cfg.nu, beta_constant=cfg.beta_constant)

@@ -5,7 +5,14 @@ Wu et al., "Sampling Matters in Deep Embedding Learning", ICCV 2017, https://arx
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+from dcml_core.registry import MINERS
+
+if TYPE_CHECKING:
+    from dcml_core.config import MinerConfig
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -122,3 +129,9 @@ class DistanceWeightedMiner:
         positives = sample_rows(pos_mask.double(), generator)  # (T,)
         negatives = sample_rows(probs[anchors], generator)  # (T,)
         return anchors, positives, negatives
+
+
+@MINERS.register("distance")
+def distance_miner(cfg: MinerConfig) -> DistanceWeightedMiner:
+    """``miner.name = "distance"`` (reference ``--batch_mining distance``)."""
+    return DistanceWeightedMiner(cfg.lower_cutoff, cfg.upper_cutoff, cfg.apply_upper_cutoff)

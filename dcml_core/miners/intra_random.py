@@ -5,9 +5,15 @@ Milbich, Roth et al., "DiVA", ECCV 2020, https://arxiv.org/abs/2004.13458.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from dcml_core.miners.distance_weighted import Triplets, check_miner_inputs
+from dcml_core.registry import MINERS
+
+if TYPE_CHECKING:
+    from dcml_core.config import MinerConfig
 
 
 class IntraRandomMiner:
@@ -40,3 +46,9 @@ class IntraRandomMiner:
         offsets = (uniform * counts[classes]).long().clamp(max=counts[classes] - 1)  # (3, B)
         a, p, n = members[starts[classes] + offsets]  # 3 x (B,)
         return a, p, n
+
+
+@MINERS.register("intra_random")
+def intra_random_miner(cfg: MinerConfig) -> IntraRandomMiner:
+    """DiVA ``--diva_intra random`` (reference ``batchminer/intra_random.py``)."""
+    return IntraRandomMiner()

@@ -6,9 +6,20 @@ https://arxiv.org/abs/2004.13458; reference code: DiVA ``batchminer/random_dista
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from dcml_core.miners.distance_weighted import DistanceWeightedMiner, Triplets, check_miner_inputs
+from dcml_core.miners.distance_weighted import (
+    DistanceWeightedMiner,
+    Triplets,
+    check_miner_inputs,
+    distance_miner,
+)
+from dcml_core.registry import MINERS
+
+if TYPE_CHECKING:
+    from dcml_core.config import MinerConfig
 
 
 class LabelPermutationMiner:
@@ -31,3 +42,9 @@ class LabelPermutationMiner:
         check_miner_inputs(embeddings, labels)
         perm = torch.randperm(labels.shape[0], generator=generator, device=labels.device)  # (B,)
         return self.base(embeddings, labels[perm], generator)
+
+
+@MINERS.register("random_distance")
+def random_distance_miner(cfg: MinerConfig) -> LabelPermutationMiner:
+    """DiVA ``--diva_sharing random`` (reference ``batchminer/random_distance.py``)."""
+    return LabelPermutationMiner(distance_miner(cfg))

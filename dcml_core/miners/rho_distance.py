@@ -6,9 +6,15 @@ ICML 2020, https://arxiv.org/abs/2002.08473; reference code: Revisiting ``batchm
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from dcml_core.miners.distance_weighted import DistanceWeightedMiner, Triplets, sample_rows
+from dcml_core.registry import MINERS
+
+if TYPE_CHECKING:
+    from dcml_core.config import MinerConfig
 
 
 class RhoDistanceMiner:
@@ -39,3 +45,9 @@ class RhoDistanceMiner:
         negatives = negatives.clone()
         negatives[flip] = sample_rows(same_class.double(), generator)
         return anchors, positives, negatives
+
+
+@MINERS.register("rho_distance")
+def rho_distance_miner(cfg: MinerConfig) -> RhoDistanceMiner:
+    """``miner.name = "rho_distance"`` (Revisiting ``--batch_mining rho_distance``, contrastive_p 0.2)."""
+    return RhoDistanceMiner(lower_cutoff=cfg.lower_cutoff)

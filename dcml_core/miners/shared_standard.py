@@ -5,6 +5,8 @@ Milbich, Roth et al., "DiVA", ECCV 2020, https://arxiv.org/abs/2004.13458.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from dcml_core.miners.distance_weighted import (
@@ -13,6 +15,10 @@ from dcml_core.miners.distance_weighted import (
     negative_distribution,
     sample_rows,
 )
+from dcml_core.registry import MINERS
+
+if TYPE_CHECKING:
+    from dcml_core.config import MinerConfig
 
 
 class SharedStandardMiner:
@@ -43,3 +49,9 @@ class SharedStandardMiner:
         keep = third_class.any(dim=1)  # (A,)
         positives = sample_rows(third_class[keep].double(), generator)  # (T,)
         return anchors[keep], positives, negatives[keep]
+
+
+@MINERS.register("shared_neg_distance")
+def shared_neg_distance_miner(cfg: MinerConfig) -> SharedStandardMiner:
+    """DiVA ``--diva_sharing standard`` (reference ``batchminer/shared_neg_distance.py``)."""
+    return SharedStandardMiner(lower_cutoff=cfg.lower_cutoff)

@@ -11,7 +11,7 @@ from dcml_core.models.backbones import (
     resolve_weights,
 )
 from dcml_core.models.bninception import BNInception
-from dcml_core.models.dcml_net import DIVA_FEATURES, DCMLNet
+from dcml_core.models.dcml_net import DCMLNet, composites_per_head
 from dcml_core.models.embedding_net import EmbeddingNet, ModelOutput
 from dcml_core.models.factory import METHODS, build_model, input_convention
 from dcml_core.models.momentum import KeyQueue, MomentumEncoder
@@ -20,7 +20,6 @@ __all__ = [
     "ARCHS",
     "BACKBONES",
     "METHODS",
-    "DIVA_FEATURES",
     "ArchSpec",
     "BNInception",
     "DCMLNet",
@@ -31,6 +30,7 @@ __all__ = [
     "Trunk",
     "build_backbone",
     "build_model",
+    "composites_per_head",
     "input_convention",
     "load_trunk_weights",
     "parse_arch",

@@ -8,10 +8,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcml_core.head_names import DIVA_HEADS
 from dcml_core.models.embedding_net import ModelOutput, check_features, check_positive
 
-DIVA_FEATURES: tuple[str, ...] = ("discriminative", "selfsimilarity", "shared", "intra")
 EVAL_ON: tuple[str, ...] = ("composites", "subembeddings")
+
+
+def composites_per_head(compos_num: int, features: Sequence[str], label: str | None = None) -> int:
+    """Composites each DCML head concatenates, M // len(features); M must be a multiple of the heads (§3.1).
+
+    ``label`` names the offending setting in the error (default ``compos_num=<M>``).
+    """
+    n_heads = len(features)
+    if compos_num % n_heads:
+        raise ValueError(
+            f"{label or f'compos_num={compos_num}'} must be a multiple of the number of heads ({n_heads}: "
+            f"{list(features)}, len(features)={n_heads}); allowed values: "
+            f"{[n_heads * i for i in range(1, 5)]}, ...: each head concatenates compos_num // len(features) composites"
+        )
+    return compos_num // n_heads
 
 
 def check_dcml_args(
@@ -20,11 +35,7 @@ def check_dcml_args(
     """Validate the DCML settings; returns the head names."""
     check_positive(embed_dim=embed_dim, ensemble_num=ensemble_num, compos_num=compos_num)
     names = check_features(features)
-    if compos_num % len(names):
-        raise ValueError(
-            f"compos_num={compos_num} must be a multiple of the number of heads len(features)={len(names)} "
-            f"({list(names)}): each head concatenates compos_num // len(features) composites"
-        )
+    composites_per_head(compos_num, names)
     if eval_on not in EVAL_ON:
         raise ValueError(f"eval_on must be one of {EVAL_ON}, got {eval_on!r}")
     return names
@@ -50,7 +61,7 @@ class DCMLNet(nn.Module):
         embed_dim: int,
         ensemble_num: int = 4,
         compos_num: int = 4,
-        features: Sequence[str] = DIVA_FEATURES,
+        features: Sequence[str] = DIVA_HEADS,
         normalize: bool = True,
         eval_on: str = "composites",
     ) -> None:

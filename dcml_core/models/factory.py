@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from dcml_core.head_names import DISCRIMINATIVE
 from dcml_core.models.backbones import build_backbone, parse_arch
 from dcml_core.models.dcml_net import DCMLNet, check_dcml_args
 from dcml_core.models.embedding_net import EmbeddingNet, check_features, check_positive
 
 METHODS: tuple[str, ...] = ("margin", "diva", "dcml")
-MARGIN_FEATURES: tuple[str, ...] = ("discriminative",)
+MARGIN_FEATURES: tuple[str, ...] = (DISCRIMINATIVE,)
 
 
 def input_convention(arch: str) -> str:
