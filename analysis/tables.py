@@ -17,9 +17,9 @@ import pandas as pd
 from analysis.params import config_fields
 from analysis.stats import FINISHED, seed_summary
 from analysis.trials import SELECTIONS
+from dcml_core.metric_names import safe_name
+from dcml_core.metrics import metric_label, registered
 
-PAPER_METRICS = ("nmi", "f1", "map_at_r")  # after the Recall@k columns
-LABELS = {"nmi": "NMI", "f1": "F1", "map_at_r": "MAP@R", "map_c": "mAP_c"}
 SELECTION_TITLES = {
     "val": "test metrics at the validation-selected epoch",
     "oracle": "test metrics at the best test epoch (the original projects' convention; selects on test)",
@@ -27,17 +27,21 @@ SELECTION_TITLES = {
 NOT_PARAMS = ("seed", "data.root", "data.num_workers", "data.val_seed", "device", "eval.device")
 
 
-def metric_label(name: str) -> str:
-    """``recall_at_4`` -> ``R@4``; ``nmi`` -> ``NMI``; ``map_at_r`` -> ``MAP@R``."""
-    match = re.fullmatch(r"recall_at_(\d+)", name)
-    return f"R@{match.group(1)}" if match else LABELS.get(name, name)
-
-
 def paper_metrics(trials: pd.DataFrame) -> list[str]:
-    """Recall@k logged for the primary evaltype (ascending k; SOP: 1, 10, 100), then NMI, F1, MAP@R."""
-    pattern = re.compile(r"(?:best_val|final_val|sel_test|oracle_test)/recall_at_(\d+)")
-    ks = sorted({int(m.group(1)) for c in trials.columns if (m := pattern.fullmatch(c))})
-    return [f"recall_at_{k}" for k in ks] + list(PAPER_METRICS)
+    """The paper-table metrics of the METRICS registry (``paper=True``), in registration order.
+
+    A per-k metric gives the k logged for the primary evaltype (ascending; SOP: 1, 10, 100); the others come
+    after them: ``recall_at_1 .. recall_at_8``, then ``nmi``, ``f1``, ``map_at_r``. Labels: :func:`metric_label`.
+    """
+    per_k, single = [], []
+    for metric in (m for m in registered() if m.paper):
+        if metric.per_k:
+            pattern = re.compile(rf"(?:best_val|final_val|sel_test|oracle_test)/{re.escape(safe_name(metric.name))}_at_(\d+)")
+            ks = sorted({int(m.group(1)) for c in trials.columns if (m := pattern.fullmatch(c))})
+            per_k += [safe_name(f"{metric.name}@{k}") for k in ks]
+        else:
+            single.append(safe_name(metric.name))
+    return per_k + single
 
 
 def varying_params(trials: pd.DataFrame) -> list[str]:

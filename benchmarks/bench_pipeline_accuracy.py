@@ -28,13 +28,12 @@ from common import RESULTS_DIR, LoadMonitor, describe_load, machine_info, save_j
 
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import Engine
-
-FOUR_HEADS = ["discriminative", "selfsimilarity", "shared", "intra"]
+from dcml_core.head_names import DISCRIMINATIVE, DIVA_HEADS
 
 
 def make_config(pipeline: str, seed: int, args: argparse.Namespace) -> ExperimentConfig:
     """The demo run: ResNet-18 from scratch at 64 px (BN statistics trained: no weights offline)."""
-    features = ["discriminative"] if args.method == "margin" else FOUR_HEADS
+    features = [DISCRIMINATIVE] if args.method == "margin" else list(DIVA_HEADS)
     return ExperimentConfig.from_dict(
         {
             "data": {"dataset": "demo", "batch_size": args.batch, "num_workers": args.workers,

@@ -24,29 +24,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from common import RESULTS_DIR, LoadMonitor, busy_warning, describe_load, machine_info, save_json, summarize
+from common import RESULTS_DIR, LoadMonitor, machine_info, save_json
+from training_step import (
+    CLOCKS,
+    build_engine,
+    component_step,
+    epoch_overhead,
+    losses_step,
+    param_counts,
+    timed_step,
+)
+from training_summary import explain, report, summarise
 
 from dcml_core.config import ExperimentConfig
 from dcml_core.data import ensure_demo_dataset
 from dcml_core.data_bundle import prepare_data
 from dcml_core.engine import Engine
+from dcml_core.head_names import DISCRIMINATIVE, DIVA_HEADS
 
 # The reference default rho_decorrelation (one value, three directions) warns on every DiVA/DCML build.
 warnings.filterwarnings("ignore", message=r"\d+ rho value\(s\) for \d+ directions")
 
 METHODS: tuple[str, ...] = ("margin", "diva", "dcml")
-FOUR_HEADS = ["discriminative", "selfsimilarity", "shared", "intra"]
-COMPONENTS: tuple[str, ...] = ("forward", "keys", "loss", "backward", "optimizer", "ema", "enqueue")
-CLOCKS: tuple[str, ...] = ("wall", "cpu")  # time.perf_counter, time.process_time (all threads)
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ def make_config(method: str, s: TrainingSettings, root: str) -> ExperimentConfig
         "arch": s.arch,
         "embed_dim": s.embed_dim,
         "pretrained": "none",
-        "features": ["discriminative"] if method == "margin" else FOUR_HEADS,
+        "features": [DISCRIMINATIVE] if method == "margin" else list(DIVA_HEADS),
     }
     if method == "dcml":
         model.update(ensemble_num=s.ensemble_num, compos_num=s.compos_num)
@@ -108,134 +114,6 @@ def make_config(method: str, s: TrainingSettings, root: str) -> ExperimentConfig
             "device": s.device,
         }
     )
-
-
-class PrebuiltLoaders:
-    """Stands in for ``Engine.loaders``: each ``train_loader()`` is a one-batch epoch of a pre-built batch."""
-
-    def __init__(self, real: Any, batches: list[tuple]) -> None:
-        self.real, self.batches, self.served, self.empty = real, batches, 0, False
-
-    def train_loader(self) -> list[tuple]:
-        if self.empty:
-            return []
-        batch = self.batches[self.served % len(self.batches)]
-        self.served += 1
-        return [batch]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
-def build_engine(cfg: ExperimentConfig, data: Any, pool: int) -> Engine:
-    """An Engine whose training batches are ``pool`` batches of its real loader, decoded once, on the device."""
-    engine = Engine(cfg, data=data)
-    batches: list[tuple] = []
-    while len(batches) < pool:
-        for batch in engine.loaders.train_loader():
-            images = [t.to(engine.device) for t in (batch[0], *batch[3:])]  # view A[, view B]
-            batches.append((images[0], batch[1].to(engine.device), batch[2], *images[1:]))
-            if len(batches) == pool:
-                break
-    engine.loaders = PrebuiltLoaders(engine.loaders, batches)
-    return engine
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_step(engine: Engine) -> tuple[float, float]:
-    """Wall-clock and process-CPU seconds of one ``Engine.train_epoch`` over a one-batch epoch."""
-    _sync(engine.device)
-    start, cpu = time.perf_counter(), time.process_time()
-    engine.train_epoch()
-    _sync(engine.device)
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
-class _Clock:
-    """Wall and process-CPU time between successive ``lap`` calls."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.laps = {clock: dict.fromkeys(COMPONENTS, 0.0) for clock in CLOCKS}
-        _sync(device)
-        self.last = {"wall": time.perf_counter(), "cpu": time.process_time()}
-
-    def lap(self, name: str) -> None:
-        _sync(self.device)
-        now = {"wall": time.perf_counter(), "cpu": time.process_time()}
-        for clock in CLOCKS:
-            self.laps[clock][name] = now[clock] - self.last[clock]
-        self.last = now
-
-
-def component_step(engine: Engine) -> dict[str, dict[str, float]]:
-    """One iteration of ``Engine.train_epoch``'s loop (same calls, same order) with the time of each part."""
-    model, obj, dev = engine.model, engine.objective, engine.device
-    model.train()
-    obj.train()
-    batch = engine.loaders.train_loader()[0]
-    clock = _Clock(dev)
-    images, labels, indices = engine._to_device(batch[0]), batch[1].to(dev), batch[2]
-    with engine._autocast():
-        heads, feats, aux = model(images)
-        clock.lap("forward")
-        keys = obj.keys(engine._to_device(batch[3])) if len(batch) > 3 else None
-        clock.lap("keys")
-    loss, _ = obj(heads, feats, aux, labels, indices, keys)
-    bool(torch.isfinite(loss))
-    clock.lap("loss")
-    engine.optimizer.zero_grad(set_to_none=True)
-    engine.scaler.scale(loss).backward()
-    clock.lap("backward")
-    engine.scaler.step(engine.optimizer)
-    engine.scaler.update()
-    clock.lap("optimizer")
-    if obj.key_encoder is not None and keys is not None:  # Objective.after_step, split in its two parts
-        obj.key_encoder.update(model)
-        clock.lap("ema")
-        obj.queue.enqueue(keys)
-        clock.lap("enqueue")
-    return clock.laps
-
-
-def losses_step(engine: Engine) -> dict[str, float]:
-    """Wall/CPU seconds of the objective's forward + backward on detached network outputs: the losses alone."""
-    model, obj = engine.model, engine.objective
-    batch = engine.loaders.train_loader()[0]
-    with torch.no_grad(), engine._autocast():
-        heads, feats, aux = model(engine._to_device(batch[0]))
-        keys = obj.keys(engine._to_device(batch[3])) if len(batch) > 3 else None
-    heads = {k: v.detach().requires_grad_() for k, v in heads.items()}
-    aux = {k: v.detach().requires_grad_() for k, v in aux.items()}
-    clock = _Clock(engine.device)
-    loss, _ = obj(heads, feats.detach(), aux, batch[1], batch[2], keys)
-    loss.backward()
-    clock.lap("loss")
-    obj.zero_grad(set_to_none=True)
-    return {c: clock.laps[c]["loss"] for c in CLOCKS}
-
-
-def epoch_overhead(engine: Engine, repeats: int = 5) -> float:
-    """Median seconds of ``train_epoch`` over an empty epoch (the per-epoch bookkeeping in each timed step)."""
-    engine.loaders.empty = True
-    times = [timed_step(engine)[0] for _ in range(repeats)]
-    engine.loaders.empty = False
-    return float(np.median(times))
-
-
-def _param_counts(engine: Engine) -> dict[str, int]:
-    obj = engine.objective
-    key = sum(p.numel() for p in obj.key_encoder.parameters()) if obj.key_encoder is not None else 0
-    optimised = sum(p.numel() for g in engine.optimizer.param_groups for p in g["params"])
-    return {
-        "model": sum(p.numel() for p in engine.model.parameters()),
-        "optimised": optimised,
-        "key_encoder": key,
-    }
 
 
 def _rotated(methods: Sequence[str], r: int) -> list[str]:
@@ -264,55 +142,6 @@ def measure(engines: dict[str, Engine], s: TrainingSettings) -> dict[str, Any]:
     return {"steps": steps, "parts": parts, "losses": losses, "overhead": overhead}
 
 
-def _ratios(times: list[float], base: list[float]) -> dict[str, Any]:
-    paired = np.asarray(times) / np.asarray(base)
-    return {
-        "ratio_of_medians": float(np.median(times) / np.median(base)),
-        "ratio_paired_median": float(np.median(paired)),
-        "ratio_paired_q1_q3": [float(np.percentile(paired, 25)), float(np.percentile(paired, 75))],
-    }
-
-
-def summarise(raw: dict[str, Any], base: str = "margin") -> dict[str, Any]:
-    """Per method and clock: step summary, ratios to ``base``, component medians, losses-alone median."""
-    out: dict[str, Any] = {}
-    for m in raw["steps"]["wall"]:
-        out[m] = {"epoch_overhead_s": raw["overhead"][m]}
-        for clock in CLOCKS:
-            times = raw["steps"][clock][m]
-            comps = {c: float(np.median([p[clock][c] for p in raw["parts"][m]])) for c in COMPONENTS}
-            out[m][clock] = {
-                "step": summarize(times),
-                **_ratios(times, raw["steps"][clock][base]),
-                "components_median_s": comps,
-                "components_sum_s": float(sum(comps.values())),
-                "losses_fwd_bwd_median_s": float(np.median([x[clock] for x in raw["losses"][m]])),
-            }
-    return out
-
-
-def explain(methods: dict[str, Any], clock: str, base: str = "margin") -> dict[str, Any]:
-    """Where the extra time of each method over ``base`` goes, per component, in ms and in base steps."""
-    b = methods[base][clock]
-    base_step = b["step"]["median_s"]
-    diva = methods["diva"][clock]["components_median_s"] if "diva" in methods else b["components_median_s"]
-    out: dict[str, Any] = {
-        "key_forward_over_baseline_step": diva["keys"] / base_step,
-        "key_forward_over_query_forward": diva["keys"] / max(diva["forward"], 1e-12),
-    }
-    for m, r in methods.items():
-        if m == base:
-            continue
-        r = r[clock]
-        delta = {c: r["components_median_s"][c] - b["components_median_s"][c] for c in COMPONENTS}
-        out[m] = {
-            "extra_ms": {c: round(1e3 * v, 2) for c, v in delta.items()},
-            "extra_in_baseline_steps": {c: round(v / base_step, 3) for c, v in delta.items()},
-            "predicted_ratio_from_components": r["components_sum_s"] / b["components_sum_s"],
-        }
-    return out
-
-
 def run(s: TrainingSettings) -> dict[str, Any]:
     """Build the three engines on a private demo data set, measure, and return the JSON-ready result."""
     s.check()
@@ -326,7 +155,7 @@ def run(s: TrainingSettings) -> dict[str, Any]:
         monitor = LoadMonitor()
         raw = measure(engines, s)
         load = monitor.stop()
-        params = {m: _param_counts(e) for m, e in engines.items()}
+        params = {m: param_counts(e) for m, e in engines.items()}
         del engines
     methods = summarise(raw)
     for m in methods:
@@ -339,58 +168,6 @@ def run(s: TrainingSettings) -> dict[str, Any]:
         "methods": methods,
         "explanation": {clock: explain(methods, clock) for clock in CLOCKS},
     }
-
-
-def report(res: dict[str, Any]) -> None:
-    """Print the medians, ratios and the component breakdown."""
-    s, mach, methods = res["settings"], res["machine"], res["methods"]
-    print(
-        f"\ntraining step: {s['arch']}, {s['size']} px, batch {s['batch']}, embed_dim {s['embed_dim']}; "
-        f"{mach['device']}, {mach['torch_threads']} torch threads, torch {mach['torch']}; "
-        f"{s['rounds']} interleaved rounds after {s['warmup']} warm-up"
-    )
-    print(f"  {describe_load(res['load'])}")
-    print(f"  {'':<7} {'wall clock':^49} | {'process CPU time (all threads)':^49}")
-    head = f"{'median ms':>9} {'q1-q3 ms':>13} {'ratio (medians)':>15} {'(paired)':>9}"
-    print(f"  {'method':<7} {head} | {head}")
-    for m, r in methods.items():
-        cells = []
-        for clock in CLOCKS:
-            st, x = r[clock]["step"], r[clock]
-            cells.append(
-                f"{1e3 * st['median_s']:9.1f} {1e3 * st['q1_s']:6.0f}-{1e3 * st['q3_s']:<6.0f} "
-                f"{x['ratio_of_medians']:14.2f}x {x['ratio_paired_median']:8.2f}x"
-            )
-        print(f"  {m:<7} {cells[0]} | {cells[1]}")
-    for clock in CLOCKS:
-        _report_components(res, clock)
-    overhead = max(r["epoch_overhead_s"] for r in methods.values())
-    print(f"  per-epoch bookkeeping included in each timed step: <= {1e3 * overhead:.2f} ms")
-    warning = busy_warning(res["load"])
-    if warning:
-        print(f"  {warning}")
-
-
-def _report_components(res: dict[str, Any], clock: str) -> None:
-    methods, ex = res["methods"], res["explanation"][clock]
-    print(f"  components ({clock}), median ms over {res['settings']['component_rounds']} instrumented steps:")
-    print("  " + f"{'method':<7}" + "".join(f"{c:>10}" for c in COMPONENTS) + f"{'sum':>9}{'losses f+b':>12}")
-    for m, r in methods.items():
-        c = r[clock]["components_median_s"]
-        cells = "".join(f"{1e3 * c[k]:10.1f}" for k in COMPONENTS)
-        tail = f"{1e3 * r[clock]['components_sum_s']:9.1f}{1e3 * r[clock]['losses_fwd_bwd_median_s']:12.1f}"
-        print(f"  {m:<7}{cells}{tail}")
-    print(
-        f"    key-encoder forward = {ex['key_forward_over_baseline_step']:.2f} baseline steps "
-        f"({ex['key_forward_over_query_forward']:.2f}x the query forward with autograd)"
-    )
-    for m in methods:
-        if m in ex:
-            parts = ", ".join(f"{c} {v:+.2f}" for c, v in ex[m]["extra_in_baseline_steps"].items())
-            print(
-                f"    {m} extra, in baseline steps: {parts} "
-                f"(components predict {ex[m]['predicted_ratio_from_components']:.2f}x)"
-            )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

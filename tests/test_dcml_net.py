@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dcml_core.models import DCMLNet
-from tests.golden import GOLDEN_FILE  # noqa: E402
+from tests.golden import load_golden
 
 DIVA = ("discriminative", "selfsimilarity", "shared", "intra")
-GOLDEN = Path(os.environ.get("DCML_GOLDEN", str(GOLDEN_FILE)))
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, torch.Tensor]:
-    if not GOLDEN.is_file():
-        pytest.skip(f"golden values not found at {GOLDEN} (set DCML_GOLDEN)")
-    with np.load(GOLDEN) as data:
+    with load_golden() as data:
         return {k: torch.from_numpy(data[k]) for k in data.files if k.startswith("dcml_")}
 
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from dcml_core.models import DCMLNet, KeyQueue, MomentumEncoder
-from tests.golden import GOLDEN_FILE  # noqa: E402
-
-GOLDEN = Path(os.environ.get("DCML_GOLDEN", str(GOLDEN_FILE)))
+from tests.golden import load_golden
 
 
 def _tiny_model() -> nn.Module:
@@ -100,9 +94,7 @@ def test_bad_momentum_and_mismatched_model() -> None:
 
 
 def test_queue_matches_golden_enqueue() -> None:
-    if not GOLDEN.is_file():
-        pytest.skip(f"golden values not found at {GOLDEN} (set DCML_GOLDEN)")
-    with np.load(GOLDEN) as data:
+    with load_golden() as data:
         queue0, keys, after = (
             torch.from_numpy(data[k])
             for k in ("dance_case1_queue", "dance_case1_k", "dance_case1_queue_after_enqueue")

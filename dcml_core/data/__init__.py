@@ -2,14 +2,8 @@
 
 from dcml_core.data.dataset import ImageDataset, open_rgb, verify_images
 from dcml_core.data.demo import default_demo_root, ensure_demo_dataset
-from dcml_core.data.layouts import (
-    DATASETS,
-    FULL_COUNTS,
-    Record,
-    SplitRecords,
-    canonical_dataset_name,
-    load_records,
-)
+from dcml_core.data.layouts import DATASETS, FULL_COUNTS, canonical_dataset_name, load_records
+from dcml_core.data.records import Record, SplitRecords
 from dcml_core.data.sampler import ClassRandomBatchSampler, check_samples_per_class
 from dcml_core.data.splits import class_disjoint_val_split
 from dcml_core.data.transforms import build_transforms

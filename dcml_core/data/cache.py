@@ -28,13 +28,7 @@ crops are upscaled from the cached pixels and come out a little softer than from
 ``cache_size`` above the largest shorter side stores every image unchanged. Eval inputs are always exact:
 images stored reduced are decoded again from their (hash-checked) original files for ``eval_crops``.
 
-Freshness. The folder key is a blake2b hash of (format, cache size, and the relative path, size and blake2b
-digest of the bytes of every file). On every open, a cheap stat manifest (size, mtime_ns, ctime_ns of every
-file) names an alias that points at a content folder; if any stat changed, the bytes are hashed again
-(~0.6 GB/s per core), so a touched file reuses the folder and a changed file gets a new folder. ctime cannot
-be set from user space, so an edit that restores the old mtime is still caught. ``verify="content"`` hashes
-on every open. Builds run under an exclusive ``fcntl.flock`` per key, into a temporary folder renamed into
-place.
+Freshness (which folder holds the current decoding of the files) is decided in ``cache_keys.py``.
 """
 
 from __future__ import annotations
@@ -50,18 +44,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from dcml_core.data.cache_keys import CACHE_FORMAT, SourceFiles, content_key, default_threads
 from dcml_core.data.dataset import open_rgb
-
-CACHE_FORMAT = 1
-_CHUNK = 1 << 20
-_MAX_LISTED = 5
 
 
 def default_cache_home() -> Path:
@@ -77,68 +67,6 @@ def stored_size(height: int, width: int, cache_size: int) -> tuple[int, int]:
     if width <= height:
         return int(cache_size * height / width), cache_size
     return cache_size, int(cache_size * width / height)
-
-
-@dataclass(frozen=True)
-class SourceFiles:
-    """The image files of a data set: common root, sorted relative paths and their (size, mtime, ctime)."""
-
-    root: Path
-    relpaths: tuple[str, ...]
-    stats: tuple[tuple[int, int, int], ...]
-
-    @classmethod
-    def scan(cls, paths: Sequence[str | Path]) -> SourceFiles:
-        """Stat every file (FileNotFoundError naming the missing ones)."""
-        unique = sorted({os.path.abspath(p) for p in paths})
-        if not unique:
-            raise ValueError("the decoded-image cache got no image files")
-        root = Path(os.path.commonpath([os.path.dirname(p) for p in unique]))
-        stats, missing = [], []
-        for p in unique:
-            try:
-                st = os.stat(p)
-                stats.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-            except OSError:
-                missing.append(p)
-        if missing:
-            listed = ", ".join(missing[:_MAX_LISTED]) + (" ..." if len(missing) > _MAX_LISTED else "")
-            raise FileNotFoundError(f"{len(missing)} image files do not exist: {listed}")
-        return cls(root, tuple(os.path.relpath(p, root) for p in unique), tuple(stats))
-
-    def manifest_key(self, cache_size: int) -> str:
-        """Hash of the stat manifest: cheap, changes whenever a file is written, touched or replaced."""
-        text = json.dumps([CACHE_FORMAT, cache_size, str(self.root), self.relpaths, self.stats])
-        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-    def digests(self, num_threads: int | None = None) -> list[str]:
-        """blake2b digest of the bytes of every file, in a thread pool (hashlib releases the GIL)."""
-        paths = [self.root / r for r in self.relpaths]
-        with ThreadPoolExecutor(max_workers=_threads(num_threads)) as pool:
-            return list(pool.map(file_digest, paths, chunksize=64))
-
-
-def file_digest(path: str | Path) -> str:
-    """blake2b (128 bit) of a file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def content_key(
-    relpaths: Sequence[str], sizes: Sequence[int], digests: Sequence[str], cache_size: int
-) -> str:
-    """The cache folder key: format, cache size and (relative path, size, digest) of every file."""
-    h = hashlib.blake2b(f"dcml-decoded-cache {CACHE_FORMAT} {cache_size}\n".encode(), digest_size=16)
-    for rel, size, digest in zip(relpaths, sizes, digests):
-        h.update(f"{rel}\t{size}\t{digest}\n".encode())
-    return h.hexdigest()
-
-
-def _threads(num_threads: int | None) -> int:
-    return num_threads or min(8, 2 * (os.cpu_count() or 1))
 
 
 @contextlib.contextmanager
@@ -290,7 +218,7 @@ def _build(
 ) -> None:
     """Decode every file into a temporary folder, then rename it to ``folder`` (atomic)."""
     paths = [src.root / r for r in src.relpaths]
-    with ThreadPoolExecutor(max_workers=_threads(num_threads)) as pool:
+    with ThreadPoolExecutor(max_workers=default_threads(num_threads)) as pool:
         original = np.asarray(list(pool.map(_header_hw, paths, chunksize=64)), dtype=np.int64)  # (N, 2)
     stored = np.asarray([stored_size(int(h), int(w), cache_size) for h, w in original], dtype=np.int64)
     nbytes = stored[:, 0] * stored[:, 1] * 3  # (N,)
@@ -315,7 +243,7 @@ def _build(
                 img = img.resize((w, h), Image.BILINEAR)  # what torchvision's Resize does on PIL images
             flat[offsets[row] : offsets[row] + nbytes[row]] = np.asarray(img).reshape(-1)
 
-        with ThreadPoolExecutor(max_workers=_threads(num_threads)) as pool:
+        with ThreadPoolExecutor(max_workers=default_threads(num_threads)) as pool:
             list(pool.map(decode, range(len(paths)), chunksize=16))
         flat.flush()
         np.save(tmp / "index.npy", np.column_stack([offsets, stored, original]).astype(np.int64))
@@ -337,7 +265,7 @@ def _fill_rows(
     def one(row: int) -> None:
         out[row] = render(row)
 
-    with ThreadPoolExecutor(max_workers=_threads(num_threads)) as pool:
+    with ThreadPoolExecutor(max_workers=default_threads(num_threads)) as pool:
         list(pool.map(one, range(shape[0]), chunksize=32))
     out.flush()
 

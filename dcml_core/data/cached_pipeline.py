@@ -20,7 +20,7 @@ from torch import Tensor
 
 from dcml_core.data.batch_augment import BatchRandomResizedCrop, Normalize, Resampler
 from dcml_core.data.cache import DecodedCache, open_cache
-from dcml_core.data.layouts import Record
+from dcml_core.data.records import Record
 
 
 class BatchSource(Protocol):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dcml_core.data.layouts import Record
+from dcml_core.data.records import Record
 
 _MAX_LISTED = 5
 

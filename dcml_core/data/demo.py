@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dcml_core.data.layouts import SplitRecords, read_numbered_folders, split_first_half
+from dcml_core.data.records import SplitRecords, read_numbered_folders, split_first_half
 
 DEMO_VERSION = 1
 DEMO_DIRNAME = f"demo_v{DEMO_VERSION}"

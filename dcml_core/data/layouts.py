@@ -9,12 +9,21 @@ which is the index order of the reference datasets (``BaseDataset.init_setup``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+from dcml_core.data.demo import load_demo_records
+from dcml_core.data.records import (
+    Record,
+    SplitRecords,
+    class_folders,
+    image_files,
+    list_entries,
+    read_numbered_folders,
+    split_first_half,
+)
+
 DATASETS = ("cub200", "cars196", "online_products", "demo")
 _ALIASES = {
     "cub200": "cub200", "cub": "cub200", "cub200_2011": "cub200", "cub-200-2011": "cub200",
@@ -38,27 +47,6 @@ _SUBFOLDERS = {
         "online_products/Stanford_Online_Products",
     ),
 }
-_MAX_LISTED = 15
-
-
-@dataclass(frozen=True)
-class Record:
-    """One image: its absolute path, its integer label and the name of its class."""
-
-    path: str
-    label: int
-    class_name: str
-
-
-@dataclass(frozen=True)
-class SplitRecords:
-    """The zero-shot split of a data set: disjoint train and test classes."""
-
-    train: list[Record]
-    test: list[Record]
-    n_train_classes: int
-    layout: str = ""  # which layout was read, e.g. "cub200/official"
-    root: str = ""  # the data set folder that was read
 
 
 def canonical_dataset_name(name: str) -> str:
@@ -75,8 +63,6 @@ def load_records(dataset: str, root: str | Path | None) -> SplitRecords:
     """Find the data set under ``root`` (its folder or the parent of it) and return its zero-shot split."""
     dataset = canonical_dataset_name(dataset)
     if dataset == "demo":
-        from dcml_core.data.demo import load_demo_records
-
         return load_demo_records(root)
     if root is None:
         raise FileNotFoundError(f"no data root given for '{dataset}'. {_HOW_TO_POINT}")
@@ -106,14 +92,8 @@ def _layout_message(dataset: str, root: Path) -> str:
     lines += [f"  - {layout.name}: {layout.description}" for layout in _LAYOUTS[dataset]]
     for folder in (root, *(root / sub for sub in _SUBFOLDERS[dataset])):
         if folder.is_dir():
-            lines.append(f"Found in '{folder}': {_list_entries(folder)}")
+            lines.append(f"Found in '{folder}': {list_entries(folder)}")
     return "\n".join(lines)
-
-
-def _list_entries(folder: Path) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    shown = ", ".join(names[:_MAX_LISTED]) or "(empty)"
-    return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
 def _check_counts(dataset: str, folder: Path, train: list[Record], test: list[Record]) -> None:
@@ -134,60 +114,6 @@ def _check_counts(dataset: str, folder: Path, train: list[Record], test: list[Re
             f"{dataset} in '{folder}' has all {full_classes} classes but the wrong number of images: "
             f"expected {full_train} train / {full_test} test, found {len(train)} / {len(test)}. {hint}"
         )
-
-
-def split_first_half(classes: dict[int, tuple[str, list[str]]]) -> tuple[list[Record], list[Record]]:
-    """Zero-shot split of ``{label: (class name, paths)}``: the first half of the sorted labels is train."""
-    if len(classes) < 2:
-        raise ValueError(f"found {len(classes)} class(es); a zero-shot split needs at least 2")
-    labels = sorted(classes)
-    n_train = len(labels) // 2
-
-    def records(keys: Iterable[int]) -> list[Record]:
-        return [Record(p, k, classes[k][0]) for k in keys for p in classes[k][1]]
-
-    return records(labels[:n_train]), records(labels[n_train:])
-
-
-def image_files(folder: Path) -> list[str]:
-    """Sorted image files of one class folder (hidden and AppleDouble ``._`` files skipped)."""
-    files = sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-    )
-    if not files:
-        raise ValueError(
-            f"class folder '{folder}' contains no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    return [str(folder / f) for f in files]
-
-
-def class_folders(images: Path) -> list[Path]:
-    """Class sub-folders of an ``images/`` folder (hidden ones skipped)."""
-    folders = [
-        p for p in images.iterdir() if p.is_dir() and not p.name.startswith(".") and "._" not in p.name
-    ]
-    if not folders:
-        raise ValueError(f"'{images}' has no class folders; found: {_list_entries(images)}")
-    return folders
-
-
-def read_numbered_folders(images: Path) -> dict[int, tuple[str, list[str]]]:
-    """``images/NNN.name/`` folders (CUB-style): label = NNN - 1."""
-    classes: dict[int, tuple[str, list[str]]] = {}
-    for folder in class_folders(images):
-        prefix = folder.name.split(".")[0]
-        if not prefix.isdigit():
-            raise ValueError(
-                f"class folder '{folder}' has no numeric prefix: expected names like "
-                "'001.Black_footed_Albatross'"
-            )
-        label = int(prefix) - 1
-        if label in classes:
-            raise ValueError(f"two class folders in '{images}' share the number {prefix}: {folder.name}")
-        classes[label] = (folder.name, image_files(folder))
-    return classes
 
 
 def _read_cub_folders(folder: Path) -> tuple[list[Record], list[Record]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.utils.data import Sampler
 
-from dcml_core.data.layouts import Record
+from dcml_core.data.records import Record
 
 _MAX_LISTED = 10
 

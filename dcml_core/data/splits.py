@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dcml_core.data.layouts import Record
+from dcml_core.data.records import Record
 
 
 def n_val_classes(n_classes: int, val_fraction: float) -> int:
