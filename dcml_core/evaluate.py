@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from dcml_core.evaluation import compute_metrics
-
-EXIT_BAD_INPUT = 2
+from dcml_core.exit_codes import EXIT_OK, EXIT_USAGE
 
 
 class InputError(Exception):
@@ -28,7 +27,7 @@ class InputError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = compute_metrics(emb, labels, recall_ks=args.recall_ks, nmi_k=args.nmi_k, device=device)
     except (InputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -117,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"k-means k={args.nmi_k or n_classes}, device {device}, {time.perf_counter() - start:.2f} s"
         )
         print(format_table(metrics, header))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

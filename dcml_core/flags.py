@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dcml_core.config import ConfigError, ExperimentConfig
+from dcml_core.exit_codes import EXIT_USAGE
+from dcml_core.head_names import DISCRIMINATIVE
 
 DATASET_ALIASES = {"cub": "cub200", "cars": "cars196", "sop": "online_products", "stanford_online_products": "online_products"}
 # Flags of the original scripts that only concern their own logging or hardware and have no effect here.
@@ -27,7 +29,7 @@ class FlagParser(argparse.ArgumentParser):
     """argparse that answers a misspelt or unsupported flag with a suggestion instead of a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> FlagParser:
@@ -56,7 +58,7 @@ def build_parser() -> FlagParser:
     a("--not_pretrained", action="store_true")
     a("--pretrained_weights", default=None, help="local weight file (torchvision or pretrainedmodels layout)")
     a("--evaluation_metrics", nargs="+", default=None, help="e_recall@K, nmi, f1, mAP_c, map@r, ... (METRICS)")
-    a("--evaltypes", nargs="+", default=["discriminative"], help="heads, Combined_..-w1-..-wk, all, paper_cub, ...")
+    a("--evaltypes", nargs="+", default=[DISCRIMINATIVE], help="heads, Combined_..-w1-..-wk, all, paper_cub, ...")
     a("--gpu", type=int, nargs="+", default=None, help="CUDA device index (ignored without CUDA)")
     a("--save_path", default=None, help="folder for this run's checkpoints (default ./runs/single/<run name>)")
     a("--data_sampler", default="class_random", choices=["class_random", "distinct_classes"])
@@ -75,7 +77,7 @@ def build_parser() -> FlagParser:
     a("--diva_ssl", default="fast_moco", choices=["fast_moco"])
     a("--diva_sharing", default="random", choices=["random", "standard"])
     a("--diva_intra", default="random", choices=["random"])
-    a("--diva_features", nargs="+", default=["discriminative"])
+    a("--diva_features", nargs="+", default=[DISCRIMINATIVE], help="embedding heads (HEADS registry)")
     a("--diva_decorrelations", nargs="+", default=None)
     a("--diva_rho_decorrelation", type=float, nargs="+", default=[1500.0])
     a("--diva_rho_broadcast", action="store_true", help="one rho for every direction (reference: first only)")
@@ -190,7 +192,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         import torch
 
         device = f"cuda:{args.gpu[0]}" if torch.cuda.is_available() else "auto"
-    features = tuple(args.diva_features) if method != "margin" else ("discriminative",)
+    features = tuple(args.diva_features) if method != "margin" else (DISCRIMINATIVE,)
     d: dict[str, Any] = {
         "data": {
             "dataset": DATASET_ALIASES.get(args.dataset, args.dataset),

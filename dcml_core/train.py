@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.config import ConfigError
+from dcml_core.exit_codes import EXIT_OK, EXIT_USAGE
 from dcml_core.flags import build_parser, config_from_args
 from dcml_core.flags import check_unknown as _check_unknown
 from dcml_core.tracking import TrackingError
@@ -89,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         final = run(args)
     except (ConfigError, TrackingError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"python -m dcml_core.train: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(json.dumps({k: round(v, 4) for k, v in final.items() if k.startswith(("val/", "test/"))}, indent=1))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

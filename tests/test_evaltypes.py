@@ -175,6 +175,7 @@ def test_golden_combined_evaltype() -> None:
     golden = {f"recall@{k}": float(g[f"metrics_combined_e_recall_at_{k}"]) for k in (1, 2, 4, 8)}
     golden["map_c"] = float(g["metrics_combined_mAP_c"])
     assert {k: out[k] for k in golden} == golden
-    if faiss.__version__ != "1.15.1":
-        pytest.skip(f"combined NMI/F1 depend on faiss 1.15.1's k-means; installed {faiss.__version__}")
-    assert (out["nmi"], out["f1"]) == (float(g["metrics_combined_nmi"]), float(g["metrics_combined_f1"]))
+    # faiss's k-means: the same partition for every faiss-cpu release setup.cfg admits (see test_metrics.py)
+    assert (out["nmi"], out["f1"]) == (float(g["metrics_combined_nmi"]), float(g["metrics_combined_f1"])), (
+        f"faiss {faiss.__version__}"
+    )

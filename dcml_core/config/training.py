@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dcml_core.config.coerce import check_registered, fail
+from dcml_core.head_names import DISCRIMINATIVE
 
 
 def _all_metrics() -> tuple[str, ...]:
@@ -53,7 +54,7 @@ class ScheduleConfig:
 class EvalConfig:
     """Evaluation protocol (algorithms.md §5): which embeddings, metrics and when."""
 
-    evaltypes: tuple[str, ...] = ("discriminative",)
+    evaltypes: tuple[str, ...] = (DISCRIMINATIVE,)
     recall_ks: tuple[int, ...] | None = None  # None: (1, 2, 4, 8), SOP (1, 10, 100)
     metrics: tuple[str, ...] = field(default_factory=_all_metrics)  # names from METRICS; default: all
     nmi_k: int | None = None  # None: number of TRAIN classes, as the reference
