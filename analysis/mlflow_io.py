@@ -103,8 +103,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """All active runs of an experiment: ``run_id, run_name, status, start_time, end_time, params.*,
-    metrics.*`` (latest values), ``tags.*`` — the columns of ``mlflow.search_runs``."""
+    """All active runs of an experiment: ``run_id, run_name, status, start_time, end_time, artifact_uri,
+    params.*, metrics.*`` (latest values), ``tags.*`` — the columns of ``mlflow.search_runs``."""
     client, _ = client_for(tracking_uri)
     return runs_frame(_search(client, experiment_id(client, experiment)))
 
@@ -165,12 +165,13 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
             "status": info.status,
             "start_time": _time(info.start_time),
             "end_time": _time(info.end_time),
+            "artifact_uri": info.artifact_uri,
         }
         row.update({f"params.{k}": v for k, v in data.params.items()})
         row.update({f"metrics.{k}": v for k, v in data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in data.tags.items()})
         rows.append(row)
-    columns = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time"]
+    columns = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time", "artifact_uri"]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 

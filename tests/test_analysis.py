@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from analysis import (
 )
 from analysis.importance import infer_distribution
 from analysis.md_html import markdown_to_html
+from analysis.tables import latex_table, markdown_table
 from analysis.params import parse_value
 from analysis.report import main as report_main
 from dcml_core.config import ExperimentConfig
@@ -268,6 +270,11 @@ def repeat(uri: str):
     return load_sweep("sweep_a_repeat", uri)
 
 
+def compact(markdown: str) -> str:
+    """Markdown with the padding of table cells removed (``|  a   | b |`` -> ``| a | b |``)."""
+    return "\n".join(re.sub(r" *(?<!\\)\| *", " | ", line).strip() for line in markdown.splitlines())
+
+
 def _row(trials: pd.DataFrame, name: str) -> pd.Series:
     rows = trials[trials["run_name"] == name]
     assert len(rows) == 1, f"expected one run named {name}"
@@ -427,16 +434,16 @@ def test_paper_tables_markdown_and_latex(repeat, sweep_a):
     table = paper_table(repeat.trials, "val")
     assert table["configuration"].tolist() == ["compos_num=2, lr=0.001", "compos_num=4, lr=0.0001"]
     assert table["R@1"].tolist() == pytest.approx([0.55, 0.44]) and table["n"].tolist() == [3, 3]
-    md = to_markdown(table)
+    md = compact(to_markdown(table))
     assert "| Configuration | n | R@1 | R@2 | R@4 | R@8 | NMI | F1 | MAP@R |" in md
     assert f"| compos_num=2, lr=0.001 | 3 | 55.00 ± {half(t4):.2f} | 65.00 ± {half(t4):.2f} |" in md
     assert f"| compos_num=4, lr=0.0001 | 3 | 44.00 ± {half(t1):.2f} |" in md
     tex = to_latex(table, caption="DCML: 95% CI")
     assert f"compos\\_num=2, lr=0.001 & 3 & 55.00 $\\pm$ {half(t4):.2f}" in tex
     assert "\\toprule" in tex and "MAP@R \\\\" in tex and "\\caption{DCML: 95\\% CI}" in tex
-    oracle = to_markdown(paper_table(repeat.trials, "oracle"))
+    oracle = compact(to_markdown(paper_table(repeat.trials, "oracle")))
     assert f"| compos_num=2, lr=0.001 | 3 | 58.00 ± {half(t4):.2f} |" in oracle
-    single_seed = to_markdown(paper_table(sweep_a.trials, "val"))  # one seed: no interval
+    single_seed = compact(to_markdown(paper_table(sweep_a.trials, "val")))  # one seed: no interval
     assert (
         "| compos_num=2, lr=0.001 | 1 | 31.00 | 41.00 | 51.00 | 61.00 | 62.00 | 32.00 | 15.50 |"
         in single_seed
@@ -488,7 +495,9 @@ def test_importance_finds_the_parameter_that_matters():
 
 def test_importance_on_the_sweep_and_degenerate_cases(sweep_a, uri):
     result = param_importances(sweep_a.trials)
-    assert set(result.values) == {"model.compos_num", "optim.lr"} and result.n_trials == 3  # t3 failed
+    # t3 failed and t2 was stopped early: only trials that ran all their epochs count, as Optuna counts COMPLETE
+    assert set(result.values) == {"model.compos_num", "optim.lr"} and result.n_trials == 2
+    assert result.source == "MLflow (no study)"
     only = param_importances(sweep_a.trials, params=["model.compos_num", "model.arch"])
     assert only.values == {"model.compos_num": pytest.approx(1.0)}
     constant = param_importances(sweep_a.trials, params=["model.arch"])
@@ -561,7 +570,7 @@ def test_report_command_writes_every_file(uri, tmp_path, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = (out / "report.md").read_text()
+    md = compact((out / "report.md").read_text())
     half = stats.t.ppf(0.975, 2) * stats.sem([0.55, 0.58, 0.52]) * 100
     assert "Seed repeats of sweep `sweep_a`" in md and "## Mean ± CI per configuration over seeds" in md
     assert f"| compos_num=2, lr=0.001 | 3 | 55.00 ± {half:.2f} |" in md
@@ -570,8 +579,8 @@ def test_report_command_writes_every_file(uri, tmp_path, capsys):
     for image in [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]:
         assert (out / image).is_file()
     html = (out / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and "<table>" in html and '<img alt="' in html
-    assert 'src="learning_curves.png"' in html and f"55.00 ± {half:.2f}" in html
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html
+    assert '<img src="learning_curves.png" alt="' in html and f"<td>55.00 ± {half:.2f}</td>" in html
     assert "\\begin{tabular}" in (out / "table_val.tex").read_text()
 
 
@@ -587,16 +596,27 @@ def test_report_command_errors(uri, tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing written on bad input
 
 
-def test_markdown_to_html_subset():
+def test_markdown_to_html_through_markdown_it():
     text = (
-        "# T\n\npara *x* `c` **b**\n\n| a | b |\n|---|---|\n| 1 \\| 2 | <3 |\n\n"
+        "# T\n\npara *x* `c` **b** <script>\n\n| a | b |\n|---|---|\n| 1 \\| 2 | <3 |\n\n"
         "![cap](f.png)\n\n- i\n\n```\nx<y\n```\n"
     )
-    html = markdown_to_html(text, title="t")
-    assert "<h1>T</h1>" in html and "<code>c</code>" in html and "<strong>b</strong>" in html
-    assert "<th>a</th>" in html and "<td>1 | 2</td>" in html and "<td>&lt;3</td>" in html
-    assert (
-        '<img alt="cap" src="f.png">' in html
-        and "<li>i</li>" in html
-        and "<pre><code>x&lt;y</code></pre>" in html
-    )
+    html = markdown_to_html(text, title="t & u")
+    assert html.startswith("<!DOCTYPE html>") and "<title>t &amp; u</title>" in html
+    assert "<h1>T</h1>" in html and "<em>x</em>" in html and "<code>c</code>" in html
+    assert "<strong>b</strong>" in html and "&lt;script&gt;" in html and "<script>" not in html  # raw HTML escaped
+    assert "<th>a</th>" in html and "<td>1 | 2</td>" in html and "<td>&lt;3</td>" in html  # escaped pipe
+    assert '<img src="f.png" alt="cap" />' in html and "<li>i</li>" in html
+    assert "<pre><code>x&lt;y\n</code></pre>" in html
+
+
+def test_markdown_and_latex_tables_escape_their_cells():
+    frame = pd.DataFrame({"a|b": ["x|y", "1_000"], "n": ["3", "–"]})
+    md = markdown_table(frame)
+    lines = compact(md).splitlines()
+    assert [lines[0], *lines[2:]] == ["| a\\|b | n |", "| x\\|y | 3 |", "| 1_000 | – |"]
+    html = markdown_to_html(md)
+    assert "<th>a|b</th>" in html and "<td>x|y</td>" in html
+    tex = latex_table(frame.assign(n=["55.00 ± 1.20", "–"]), caption="50% & more", label="tab:x")
+    assert "\\caption{50\\% \\& more}" in tex and "\\label{tab:x}" in tex and "\\begin{tabular}{lc}" in tex
+    assert "1\\_000 & -- \\\\" in tex and "55.00 $\\pm$ 1.20" in tex and "\\bottomrule" in tex
