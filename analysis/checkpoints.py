@@ -9,6 +9,8 @@ and gives a local folder for each (the artifact folder itself for a local store,
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow.artifacts
 import numpy as np
@@ -50,10 +52,12 @@ def local_checkpoint(uri: str, tracking_uri: str, cache_dir: str | Path | None =
 
     A local artifact store is read in place; a remote one is downloaded into ``cache_dir/<run id>`` (once).
     """
-    run_id = uri.removeprefix("runs:/").split("/", 1)[0]
-    remote = MlflowClient(tracking_uri).get_run(run_id).info.artifact_uri
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    base = MlflowClient(tracking_uri).get_run(run_id).info.artifact_uri
+    if base.startswith("file:"):  # a local artifact store: the folder itself
+        return Path(url2pathname(urlparse(base).path)) / (path or CHECKPOINT_ARTIFACT)
     dst = None
-    if not remote.startswith(("file:", "/")) and cache_dir is not None:
+    if cache_dir is not None:
         dst = Path(cache_dir) / run_id
         if (dst / CHECKPOINT_ARTIFACT).is_dir():
             return dst / CHECKPOINT_ARTIFACT

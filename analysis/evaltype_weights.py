@@ -10,9 +10,9 @@ Order of work, which keeps the test split out of the tuning: embed the validatio
 embed the test split (:func:`compare_weightings`). :func:`tune_weights` itself sees nothing but validation
 embeddings.
 
-Only weight ratios matter: the first head's weight is fixed to 1 while tuning, the others range over
-[0.1, 10] (log scale); the tuned weights are shown scaled so that the largest is 1, rounded to 3 significant
-digits, and evaluated as shown.
+Only weight ratios matter: the first head's weight is fixed to 1, the others range over [0.1, 10] (log scale)
+and are rounded to 3 significant digits before each evaluation, so the weights shown are exactly the ones
+evaluated (e.g. ``1, 2, 2, 2``: the paper's CUB weighting (0.5, 1, 1, 1) written relative to its first head).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class TunedWeights:
     """Weights found on the validation split, their validation Recall@1 and how they were found."""
 
     heads: tuple[str, ...]
-    weights: tuple[float, ...]  # largest = 1, 3 significant digits
+    weights: tuple[float, ...]  # the first head's is 1; 3 significant digits
     val_recall_at_1: float  # at exactly these weights
     n_trials: int
     seed: int
@@ -89,9 +89,9 @@ def check_weightable(cfg: ExperimentConfig) -> list[str]:
     return heads
 
 
-def _round(weights: Sequence[float]) -> tuple[float, ...]:
-    top = max(weights)
-    return tuple(float(f"{w / top:.3g}") for w in weights)
+def _ratios(trial: optuna.trial.BaseTrial, heads: Sequence[str]) -> list[float]:
+    """The weights a trial stands for: 1 for the first head, the suggested ratios to 3 significant digits."""
+    return [1.0] + [float(f"{trial.suggest_float(h, *RATIO_RANGE, log=True):.3g}") for h in heads[1:]]
 
 
 def tune_weights(
@@ -115,8 +115,7 @@ def tune_weights(
         raise ValueError(f"n_trials must be a positive integer, got {n_trials}")
 
     def objective(trial: optuna.Trial) -> float:
-        ratios = [1.0] + [trial.suggest_float(h, *RATIO_RANGE, log=True) for h in heads[1:]]
-        return recall_at_1(combine_heads(val.heads, heads, ratios), val.labels)
+        return recall_at_1(combine_heads(val.heads, heads, _ratios(trial, heads)), val.labels)
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -128,9 +127,7 @@ def tune_weights(
     finally:
         optuna.logging.set_verbosity(verbosity)
     best = study.best_trial
-    weights = _round([1.0] + [best.params[h] for h in heads[1:]])
-    value = recall_at_1(combine_heads(val.heads, heads, weights), val.labels)
-    return TunedWeights(tuple(heads), weights, value, n_trials, seed)
+    return TunedWeights(tuple(heads), tuple(_ratios(best, heads)), float(best.value), n_trials, seed)
 
 
 def _starting_points(heads: Sequence[str]) -> list[tuple[float, ...]]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import optuna
@@ -132,8 +134,8 @@ def _checkpoint_path(sweep: SweepData, run_id: str, uri: str | None) -> str | No
         return None
     runs = sweep.runs.set_index("run_id")
     base = runs.at[run_id, "artifact_uri"] if "artifact_uri" in runs.columns else None
-    if isinstance(base, str) and base.startswith("file://"):
-        return f"{base.removeprefix('file://')}/{CHECKPOINT_ARTIFACT}"
+    if isinstance(base, str) and base.startswith("file:"):
+        return str(Path(url2pathname(urlparse(base).path)) / CHECKPOINT_ARTIFACT)
     return uri
 
 

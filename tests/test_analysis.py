@@ -47,9 +47,9 @@ from analysis import (
 )
 from analysis.importance import infer_distribution
 from analysis.md_html import markdown_to_html
-from analysis.tables import latex_table, markdown_table
 from analysis.params import parse_value
 from analysis.report import main as report_main
+from analysis.tables import latex_table, markdown_table
 from dcml_core.config import ExperimentConfig
 
 T0 = 1_700_000_000_000  # ms
