@@ -47,15 +47,22 @@ def best_checkpoint_trials(sweep: SweepData, k: int = 3) -> pd.DataFrame:
     return trials.sort_values("objective", ascending=False, kind="stable").head(k).reset_index(drop=True)
 
 
+def local_artifacts(artifact_uri: str | None) -> Path | None:
+    """The folder of a run's artifacts when the store keeps them on this file system (``file:`` URI), else None."""
+    if not isinstance(artifact_uri, str) or not artifact_uri.startswith("file:"):
+        return None
+    return Path(url2pathname(urlparse(artifact_uri).path))
+
+
 def local_checkpoint(uri: str, tracking_uri: str, cache_dir: str | Path | None = None) -> Path:
     """A local folder holding the checkpoint at ``uri`` (``runs:/<run id>/checkpoint``).
 
     A local artifact store is read in place; a remote one is downloaded into ``cache_dir/<run id>`` (once).
     """
     run_id, _, path = uri.removeprefix("runs:/").partition("/")
-    base = MlflowClient(tracking_uri).get_run(run_id).info.artifact_uri
-    if base.startswith("file:"):  # a local artifact store: the folder itself
-        return Path(url2pathname(urlparse(base).path)) / (path or CHECKPOINT_ARTIFACT)
+    local = local_artifacts(MlflowClient(tracking_uri).get_run(run_id).info.artifact_uri)
+    if local is not None:  # a local artifact store: the folder itself
+        return local / (path or CHECKPOINT_ARTIFACT)
     dst = None
     if cache_dir is not None:
         dst = Path(cache_dir) / run_id

@@ -13,14 +13,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from analysis.checkpoints import CHECKPOINT_ARTIFACT, checkpoint_uris
+from analysis.checkpoints import CHECKPOINT_ARTIFACT, checkpoint_uris, local_artifacts
 from analysis.mlflow_io import SweepData
 from analysis.tables import varying_params
 
@@ -134,9 +132,8 @@ def _checkpoint_path(sweep: SweepData, run_id: str, uri: str | None) -> str | No
         return None
     runs = sweep.runs.set_index("run_id")
     base = runs.at[run_id, "artifact_uri"] if "artifact_uri" in runs.columns else None
-    if isinstance(base, str) and base.startswith("file:"):
-        return str(Path(url2pathname(urlparse(base).path)) / CHECKPOINT_ARTIFACT)
-    return uri
+    local = local_artifacts(base)
+    return uri if local is None else str(local / CHECKPOINT_ARTIFACT)
 
 
 def _attach_ray_ids(optuna_rows: pd.DataFrame, runs: pd.DataFrame, params: list[str]) -> pd.DataFrame:

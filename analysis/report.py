@@ -21,7 +21,7 @@ import pandas as pd
 from analysis import plots, tables
 from analysis.best_trials import TrialViews, analyse_best_trials, recall_by_head, weights_by_trial
 from analysis.checkpoints import checkpoint_uris
-from analysis.evaltype_weights import DEFAULT_TRIALS, format_table
+from analysis.evaltype_weights import DEFAULT_TRIALS
 from analysis.importance import Importance, param_importances, study_importances
 from analysis.joined import joined_table, load_study
 from analysis.md_html import markdown_to_html
@@ -32,6 +32,7 @@ from analysis.mlflow_io import (
     client_for,
     load_sweep,
 )
+from analysis.report_sections import best_trial_sections, importance_note, joined_section, oracle_title
 from analysis.stats import seed_summary
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.tracking import TrackingError, check_tracking_uri, is_remote
@@ -43,7 +44,6 @@ FIGURES = {
     "val_vs_test": "Validation against test Recall@1 (does selection transfer?)",
     "quality_vs_cost": "Quality against device-hours",
 }
-BEST_VAL, SEL_TEST = "best_val/recall_at_1", "sel_test/recall_at_1"
 SWEEP_PARAMS = ("space", "search", "searcher", "scheduler", "seed", "num_samples", "max_epochs")
 DEFINITIONS = """\
 - **Validation-selected**: test metrics at the first epoch with the best validation Recall@1 (or the latest \
@@ -176,31 +176,17 @@ def render_markdown(
     if seeds:
         parts += ["## Mean ± CI per configuration over seeds", seeds]
     if joined is not None:
-        parts += ["## Trials in Ray, Optuna and MLflow", _joined_section(joined)]
-    parts += _best_trial_sections(best)
+        parts += ["## Trials in Ray, Optuna and MLflow", joined_section(joined)]
+    parts += best_trial_sections(best)
     parts.append("## Figures")
     for name, caption in FIGURES.items():
         parts += [f"### {caption}", f"![{caption}]({name}.png)"]
         if name == "importance" and importance is not None:
-            parts.append(_importance_note(importance))
+            parts.append(importance_note(importance))
     if other is not None:
         parts += _comparison(sweep, other)
     parts += ["## Definitions", DEFINITIONS]
     return "\n\n".join(p.rstrip("\n") for p in parts if p) + "\n"
-
-
-def oracle_title(trials: pd.DataFrame) -> str:
-    """Exact name of the ``oracle_test`` selection: how many of the epochs run had a test evaluation."""
-    done = trials[(trials["status"] == "FINISHED") & trials["objective"].notna()]
-    if "test_epochs" not in done.columns or done.empty:
-        return "best-test-epoch convention"
-    tested, run = int(done["test_epochs"].sum()), int(done["epochs_run"].sum())
-    if tested >= run:
-        return "best-test-epoch convention (test evaluated at every epoch)"
-    return (
-        f"best-test-epoch convention among the evaluated epochs (test evaluated at {tested} of {run} "
-        "epochs run: when validation improved)"
-    )
 
 
 def to_html(text: str, title: str) -> str:
@@ -230,61 +216,6 @@ def _figures(
         figures["retrieval_grid"] = best[0].retrieval_grid(seed=seed)
         figures["embedding_map"] = best[0].embedding_map(seed=seed)
     return [plots.save_figure(fig, out / f"{name}.png") for name, fig in figures.items()]
-
-
-def _joined_section(joined: pd.DataFrame) -> str:
-    shown = joined.drop(columns=[c for c in joined.columns if c.startswith("best_val/") and c != BEST_VAL])
-    shown = shown.drop(columns=[c for c in shown.columns if c.startswith("sel_test/") and c != SEL_TEST])
-    shown = shown.assign(checkpoint=shown["checkpoint"].notna().map({True: "yes", False: ""}))
-    text = shown.astype(object).where(shown.notna(), "–").map(tables.format_value)
-    return (
-        "One row per trial, joined on the Ray trial id: the Optuna trial and its state from the sweep's stored "
-        "study, the MLflow run, the sampled configuration, epochs, the best validation Recall@1 and the test "
-        "Recall@1 at the validation-selected epoch; `checkpoint`: the run holds its best checkpoint. All columns "
-        "(every validation and test metric, checkpoint paths): `trials_joined.csv`.\n\n"
-        + tables.markdown_table(text)
-    )
-
-
-def _best_trial_sections(best: Sequence[TrialViews]) -> list[str]:
-    if not best:
-        return []
-    names = ", ".join(f"`{t.run_name}`" for t in best)
-    parts = [
-        "## The best trials through their checkpoints",
-        f"Checkpoints of {names} (best validation Recall@1 first), restored and embedded again.",
-        "### Recall@1 per head and evaltype",
-        tables.markdown_table(_percent(recall_by_head(best))),
-        "CSV: `per_head.csv`",
-    ]
-    weights = weights_by_trial(best)
-    if len(weights):
-        tuned = best[0].tuned
-        parts += [
-            "### Evaltype weights tuned on validation data",
-            f"Head weights tuned on the validation embeddings only ({tuned.n_trials} seeded TPE trials, seed "
-            f"{tuned.seed}), then test Recall@1 at those weights, next to the paper weightings and each single "
-            "head. The test split was embedded after the tuning ended.",
-            tables.markdown_table(_percent(weights)),
-            "CSV: `evaltype_weights.csv`; for any checkpoint: `python -m analysis.evaltype_weights`.",
-        ]
-    parts += [
-        "### Retrieval on the test split",
-        f"![Retrieval grid of {best[0].run_name}](retrieval_grid.png)",
-        "### Test embeddings (t-SNE)",
-        f"![Embedding map of {best[0].run_name}](embedding_map.png)",
-    ]
-    return parts
-
-
-def _percent(frame: pd.DataFrame) -> pd.DataFrame:
-    shown = format_table(frame) if "weights" in frame.columns else frame
-    return frame[["trial"]].join(shown) if "trial" in frame.columns else shown
-
-
-def _importance_note(importance: Importance) -> str:
-    text = f"Source: {importance.source}; {importance.evaluator} on {importance.n_trials} trials."
-    return text + (f" {importance.note}." if importance.note else "")
 
 
 def _overview(sweep: SweepData) -> str:

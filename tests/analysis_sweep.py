@@ -9,7 +9,6 @@ artifacts) are all kept for the tests to compare.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,19 +42,17 @@ def small_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_demo: Path) -> Sm
     if _SWEEP:
         return _SWEEP[0]
     root = tmp_path_factory.mktemp("analysis_sweep")
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    storage = root / "ray"
-    env = fault_env(root / "faults", storage / NAME, sweep_env(ray_tmp, OMP_WAIT_POLICY="PASSIVE"), ("nan",))
-    log = root / "sweep.log"
-    args = [
-        "--space", "smoke", "--data-root", str(tiny_demo), "--num-samples", str(TRIALS),
-        "--max-epochs", str(EPOCHS), "--max-concurrent", "2", "--storage", str(storage),
-        "--mlflow-uri", str(root / "mlflow"), "--name", NAME,
-    ]  # fmt: skip
-    try:
-        code = run_sweep_cli(args, env, log, cwd=root, timeout=600)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    storage, log = root / "ray", root / "sweep.log"
+    flags = {"--space": "smoke", "--data-root": tiny_demo, "--num-samples": TRIALS, "--max-epochs": EPOCHS}
+    flags.update(
+        {"--max-concurrent": 2, "--storage": storage, "--mlflow-uri": root / "mlflow", "--name": NAME}
+    )
+    with tempfile.TemporaryDirectory(
+        prefix="rt", dir="/tmp", ignore_cleanup_errors=True
+    ) as ray_tmp:  # Ray's sockets need a short path
+        env = sweep_env(Path(ray_tmp), OMP_WAIT_POLICY="PASSIVE")
+        env = fault_env(root / "faults", storage / NAME, env, faults=("nan",))
+        code = run_sweep_cli([str(v) for kv in flags.items() for v in kv], env, log, cwd=root, timeout=600)
     assert code == 0, tail(log)
     sweep = SmallSweep(NAME, root, f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", storage / NAME, tiny_demo)
     _SWEEP.append(sweep)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from analysis import (
     ExperimentNotFoundError,
     best_configs,
     config_id,
+    latest_experiment,
+    latest_experiments,
     list_experiments,
     load_curves,
     load_sweep,
@@ -49,6 +52,7 @@ from analysis.importance import infer_distribution
 from analysis.md_html import markdown_to_html
 from analysis.params import parse_value
 from analysis.report import main as report_main
+from analysis.report import oracle_title
 from analysis.tables import latex_table, markdown_table
 from dcml_core.config import ExperimentConfig
 
@@ -390,6 +394,29 @@ def test_unknown_and_empty_experiments(uri, tmp_path):
     assert {"sweep_a", "sweep_a_repeat", "single", "empty_sweep"} <= set(list_experiments(uri))
 
 
+def test_latest_experiments_skip_sweeps_without_trials(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp, parent = _parent(client, "older_sweep")
+    _sweep_run(client, exp, parent, "older_sweep", "t1", T0, {})
+    time.sleep(0.01)
+    single = client.create_experiment("single_run")
+    client.create_run(single, run_name="s")
+    time.sleep(0.01)
+    _parent(client, "started_sweep")  # newest, but only its parent run so far
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert latest_experiments(uri, 2) == ["single_run", "older_sweep"] == latest_experiments(uri, 5)
+    assert latest_experiment(uri) == "single_run"
+    with pytest.raises(ValueError, match="positive"):
+        latest_experiments(uri, 0)
+
+
+def test_best_test_epoch_title_says_how_many_epochs_were_tested(sweep_a, repeat):
+    assert oracle_title(repeat.trials) == "best-test-epoch convention (test evaluated at every epoch)"
+    # finished trials of sweep_a: t1 tested at 4 of 5 epochs, t2 at 2 of 2, t4 at 3 of 5
+    assert "test evaluated at 9 of 12 epochs run" in oracle_title(sweep_a.trials)
+    assert _row(sweep_a.trials, "t1")["test_epochs"] == 4
+
+
 # ------------------------------------------------------------------------------------- best / seeds / tables
 def test_best_configs_rank_finished_trials(sweep_a):
     best = best_configs(sweep_a.trials)
@@ -557,6 +584,7 @@ REPORT_FILES = [
     "compare_curves.png",
     "table_val.tex",
     "table_oracle.tex",
+    "trials_joined.csv",
 ]
 
 
@@ -574,7 +602,10 @@ def test_report_command_writes_every_file(uri, tmp_path, capsys):
     half = stats.t.ppf(0.975, 2) * stats.sem([0.55, 0.58, 0.52]) * 100
     assert "Seed repeats of sweep `sweep_a`" in md and "## Mean ± CI per configuration over seeds" in md
     assert f"| compos_num=2, lr=0.001 | 3 | 55.00 ± {half:.2f} |" in md
-    assert "best-test-epoch convention" in md and f"| compos_num=2, lr=0.001 | 3 | 58.00 ± {half:.2f} |" in md
+    assert "best-test-epoch convention (test evaluated at every epoch)" in md
+    assert f"| compos_num=2, lr=0.001 | 3 | 58.00 ± {half:.2f} |" in md
+    assert "## Trials in Ray, Optuna and MLflow" in md and (out / "trials_joined.csv").is_file()
+    assert "Source: MLflow (no study)" in md  # a store without an Optuna study: importances from MLflow
     assert "| sweep_a: compos_num=2, lr=0.001 | 1 | 31.00 |" in md  # the comparison
     for image in [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]:
         assert (out / image).is_file()
@@ -604,7 +635,9 @@ def test_markdown_to_html_through_markdown_it():
     html = markdown_to_html(text, title="t & u")
     assert html.startswith("<!DOCTYPE html>") and "<title>t &amp; u</title>" in html
     assert "<h1>T</h1>" in html and "<em>x</em>" in html and "<code>c</code>" in html
-    assert "<strong>b</strong>" in html and "&lt;script&gt;" in html and "<script>" not in html  # raw HTML escaped
+    assert (
+        "<strong>b</strong>" in html and "&lt;script&gt;" in html and "<script>" not in html
+    )  # raw HTML escaped
     assert "<th>a</th>" in html and "<td>1 | 2</td>" in html and "<td>&lt;3</td>" in html  # escaped pipe
     assert '<img src="f.png" alt="cap" />' in html and "<li>i</li>" in html
     assert "<pre><code>x&lt;y\n</code></pre>" in html
