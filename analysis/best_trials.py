@@ -17,7 +17,14 @@ from matplotlib.figure import Figure
 
 from analysis import views
 from analysis.checkpoints import best_checkpoint_trials, local_checkpoint
-from analysis.embeddings import SplitEmbeddings, embed_split, embedding_of, load_engine, recall_table
+from analysis.embeddings import (
+    SUBEMBEDDINGS,
+    SplitEmbeddings,
+    embed_split,
+    embedding_of,
+    load_engine,
+    recall_table,
+)
 from analysis.evaltype_weights import (
     DEFAULT_TRIALS,
     TunedWeights,
@@ -26,6 +33,7 @@ from analysis.evaltype_weights import (
     compare_weightings,
 )
 from analysis.mlflow_io import SweepData
+from dcml_core.evaluation import evaltype_key
 
 
 @dataclass(frozen=True)
@@ -41,15 +49,20 @@ class TrialViews:
     tuned: TunedWeights | None  # None for a single-head model
     test: SplitEmbeddings
 
+    @property
+    def primary_name(self) -> str:
+        """Short name of the primary evaltype (``combined_0.5-1-1-1``, ``discriminative``)."""
+        return self.primary if self.primary == SUBEMBEDDINGS else evaltype_key(self.primary)
+
     def retrieval_grid(self, n_queries: int = 8, k: int = 6, seed: int = 0) -> Figure:
         """Test queries and their nearest neighbours under the primary evaltype."""
-        title = f"{self.run_name}: retrieval with {self.primary}"
+        title = f"{self.run_name}: retrieval with {self.primary_name}"
         embedding = embedding_of(self.test.heads, self.primary)
         return views.retrieval_grid(self.test, embedding, n_queries=n_queries, k=k, seed=seed, title=title)
 
     def embedding_map(self, max_points: int = 3000, seed: int = 0) -> Figure:
         """t-SNE of the test embeddings under the primary evaltype, coloured by class."""
-        title = f"{self.run_name}: test embeddings ({self.primary})"
+        title = f"{self.run_name}: test embeddings ({self.primary_name})"
         embedding = embedding_of(self.test.heads, self.primary)
         return views.embedding_map(self.test, embedding, max_points=max_points, seed=seed, title=title)
 

@@ -61,7 +61,9 @@ def test_explore_sweep_notebook_opens_on_the_newest_sweep(kernel, tmp_path_facto
     env = {"DCML_TRACKING_URI": sweep.tracking_uri, "DCML_VIEWS_TOP_K": "1", "DCML_WEIGHT_TRIALS": "5"}
     outputs = _run("explore_sweep.ipynb", kernel, env)  # no DCML_EXPERIMENT: the newest sweep
     shown = [o.get("data", {}).get("text/plain", o.get("text", ""))[:80] for o in outputs]
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 7, shown  # 5 figures, grid and map
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 7, (
+        shown
+    )  # 5 figures, grid and map
     text = "".join(o.get("text", "") for o in outputs)
     assert f"{sweep.name} sqlite:///" in text and "stored Optuna study" in text
     html = _html(outputs)
