@@ -99,7 +99,8 @@ def importance_bars(importance: Importance) -> Figure:
     ax.set(
         xlabel="importance (normalised)",
         xlim=(0, 1),
-        title=f"{importance.evaluator} on {importance.n_trials} trials",
+        title=f"{importance.evaluator} on {importance.n_trials} trials"
+        + (f"\n({importance.source})" if importance.source else ""),
     )
     ax.grid(axis="x", alpha=0.3)
     return fig
