@@ -61,6 +61,8 @@ def study_trials(study: optuna.Study) -> pd.DataFrame:
     """Optuna's own trial table: ``optuna_trial, optuna_state, optuna_value, ray_trial_id``, then the
     parameters with dotted names (``model.compos_num``)."""
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
+    if frame.empty:  # a study that never asked for a trial
+        return pd.DataFrame(columns=["optuna_trial", "optuna_state", "optuna_value", "ray_trial_id"])
     renames = {"number": "optuna_trial", "state": "optuna_state", "value": "optuna_value"}
     renames.update(
         {c: c[len("params_") :].replace("/", ".") for c in frame.columns if c.startswith("params_")}
@@ -107,6 +109,7 @@ def joined_table(
     runs = trials[[*wanted, *metrics, "sel_test_epoch"]].rename(
         columns={"trial_id": "ray_trial_id", "run_id": "mlflow_run_id", "status": "mlflow_status"}
     )
+    runs["_started"] = range(len(runs))  # the trial table is ordered by start time
     uris = checkpoint_uris(sweep) if checkpoints is None else checkpoints
     runs["checkpoint"] = runs["mlflow_run_id"].map(lambda r: _checkpoint_path(sweep, r, uris.get(r)))
     if study is None:
@@ -122,7 +125,7 @@ def joined_table(
                 if p in values.columns:
                     out.loc[missing, p] = out.loc[missing, "optuna_trial"].map(values[p])
     out["optuna_trial"] = out["optuna_trial"].astype("Int64")
-    out = out.sort_values(["optuna_trial", "mlflow_run_id"], na_position="last", kind="stable")
+    out = out.sort_values(["optuna_trial", "_started"], na_position="last", kind="stable")
     columns = [*IDENTITY, "stopped_early", *params, "epochs_run", "best_epoch", *metrics, "sel_test_epoch"]
     return out[[*columns, "checkpoint"]].reset_index(drop=True)
 

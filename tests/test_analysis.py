@@ -32,10 +32,12 @@ from analysis import (
     ExperimentNotFoundError,
     best_configs,
     config_id,
+    joined_table,
     latest_experiment,
     latest_experiments,
     list_experiments,
     load_curves,
+    load_study,
     load_sweep,
     mean_ci,
     paper_table,
@@ -49,6 +51,7 @@ from analysis import (
     top_k_configs,
 )
 from analysis.importance import infer_distribution
+from analysis.joined import IDENTITY
 from analysis.md_html import markdown_to_html
 from analysis.params import parse_value
 from analysis.report import main as report_main
@@ -392,6 +395,21 @@ def test_unknown_and_empty_experiments(uri, tmp_path):
     with pytest.raises(FileNotFoundError, match="no MLflow database"):
         load_sweep("sweep_a", f"sqlite:///{tmp_path / 'missing.db'}")
     assert {"sweep_a", "sweep_a_repeat", "single", "empty_sweep"} <= set(list_experiments(uri))
+
+
+def test_joined_table_without_a_study(sweep_a, tmp_path):
+    joined = joined_table(sweep_a)
+    assert list(joined.columns[:6]) == IDENTITY
+    assert joined["ray_trial_id"].tolist() == ["t1", "t2", "t3", "t4"]  # start order without Optuna numbers
+    assert joined["optuna_state"].isna().all() and joined["checkpoint"].isna().all()
+    sampled = ["model.compos_num", "optim.lr"]  # the parent run's sampled_params, in that order
+    assert list(joined.columns[7:9]) == sampled
+    rows = joined.set_index("ray_trial_id")
+    assert rows.at["t3", "mlflow_status"] == "FAILED" and bool(rows.at["t2", "stopped_early"])
+    assert rows.at["t4", "sel_test/recall_at_1"] == pytest.approx(0.31) and rows.at["t4", "epochs_run"] == 5
+    assert load_study(sweep_a) is None  # no sweep storage among the parent's parameters
+    with pytest.raises(FileNotFoundError, match="no optuna.db"):
+        load_study(sweep_a, tmp_path)
 
 
 def test_latest_experiments_skip_sweeps_without_trials(tmp_path):
