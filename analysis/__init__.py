@@ -1,16 +1,29 @@
 """Analysis of sweeps stored in MLflow: tidy DataFrames, paper tables, figures, the report command.
 
-Reads MLflow only (never Ray's files). Entry points: :func:`load_sweep` (runs, curves and the trial table of
-one experiment), :mod:`analysis.tables`, :mod:`analysis.plots`, :func:`param_importances` and
-``python -m analysis.report``. See docs/analysis.md.
+Reads MLflow, the sweep's stored Optuna study and the checkpoints logged in MLflow (never Ray's files).
+Entry points: :func:`load_sweep` (runs, curves and the trial table of one experiment), :func:`joined_table`
+(Ray trial, Optuna trial and state, MLflow run in one table), :func:`analyse_best_trials` (the best
+checkpoints: per-head Recall@1, tuned evaltype weights, retrieval grid, embedding map), :mod:`analysis.tables`,
+:mod:`analysis.plots`, :func:`study_importances`, ``python -m analysis.report`` and
+``python -m analysis.evaltype_weights``. See docs/analysis.md.
 """
 
-from analysis.importance import Importance, param_importances
+from analysis.best_trials import (
+    TrialViews,
+    analyse_best_trials,
+    analyse_checkpoint,
+    recall_by_head,
+    weights_by_trial,
+)
+from analysis.checkpoints import best_checkpoint_trials
+from analysis.importance import Importance, param_importances, study_importances
+from analysis.joined import joined_table, load_study
 from analysis.mlflow_io import (
     EmptyExperimentError,
     ExperimentNotFoundError,
     SweepData,
     latest_experiment,
+    latest_experiments,
     list_experiments,
     load_curves,
     load_runs,
@@ -34,6 +47,16 @@ from analysis.trials import select_epochs, trial_table, wide_curves
 
 __all__ = [
     "EmptyExperimentError",
+    "TrialViews",
+    "analyse_best_trials",
+    "analyse_checkpoint",
+    "best_checkpoint_trials",
+    "joined_table",
+    "latest_experiments",
+    "load_study",
+    "recall_by_head",
+    "study_importances",
+    "weights_by_trial",
     "ExperimentNotFoundError",
     "Importance",
     "MeanCI",

@@ -80,14 +80,34 @@ def list_experiments(tracking_uri: str | None = None) -> list[str]:
 
 
 def latest_experiment(tracking_uri: str | None = None) -> str:
-    """Name of the most recently created active experiment (other than MLflow's ``Default``)."""
+    """Name of the most recently created active experiment that holds trial runs (``Default`` left out)."""
+    return latest_experiments(tracking_uri, 1)[0]
+
+
+def latest_experiments(tracking_uri: str | None = None, n: int = 1) -> list[str]:
+    """Names of the ``n`` most recently created active experiments that hold trial runs, newest first.
+
+    An experiment with only a sweep's parent run (a sweep that has not started a trial) is skipped; fewer than
+    ``n`` names come back when the store has fewer; ExperimentNotFoundError when it has none.
+    """
+    if n < 1:
+        raise ValueError(f"n must be a positive number of experiments, got {n}")
     client, uri = client_for(tracking_uri)
     exps = [e for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY) if e.name != "Default"]
-    if not exps:
+    names = []
+    for exp in sorted(exps, key=lambda e: e.creation_time or 0, reverse=True):
+        runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=2)
+        if len(runs) == 2 or (
+            runs and runs[0].data.tags.get(ROLE_TAG) != PARENT_ROLE
+        ):  # one parent per sweep
+            names.append(exp.name)
+        if len(names) == n:
+            break
+    if not names:
         raise ExperimentNotFoundError(
-            f"no experiment in {uri}; run a sweep first (python tune/run.py --space demo)"
+            f"no experiment with trial runs in {uri}; run a sweep first (python tune/run.py --space demo)"
         )
-    return max(exps, key=lambda e: e.creation_time or 0).name
+    return names
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -103,8 +123,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """All active runs of an experiment: ``run_id, run_name, status, start_time, end_time, params.*,
-    metrics.*`` (latest values), ``tags.*`` — the columns of ``mlflow.search_runs``."""
+    """All active runs of an experiment: ``run_id, run_name, status, start_time, end_time, artifact_uri,
+    params.*, metrics.*`` (latest values), ``tags.*`` — the columns of ``mlflow.search_runs``."""
     client, _ = client_for(tracking_uri)
     return runs_frame(_search(client, experiment_id(client, experiment)))
 
@@ -165,12 +185,13 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
             "status": info.status,
             "start_time": _time(info.start_time),
             "end_time": _time(info.end_time),
+            "artifact_uri": info.artifact_uri,
         }
         row.update({f"params.{k}": v for k, v in data.params.items()})
         row.update({f"metrics.{k}": v for k, v in data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in data.tags.items()})
         rows.append(row)
-    columns = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time"]
+    columns = ["run_id", "run_name", "experiment_id", "status", "start_time", "end_time", "artifact_uri"]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 

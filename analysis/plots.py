@@ -99,7 +99,8 @@ def importance_bars(importance: Importance) -> Figure:
     ax.set(
         xlabel="importance (normalised)",
         xlim=(0, 1),
-        title=f"{importance.evaluator} on {importance.n_trials} trials",
+        title=f"{importance.evaluator} on {importance.n_trials} trials"
+        + (f"\n({importance.source})" if importance.source else ""),
     )
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -197,6 +198,10 @@ def _finished(trials: pd.DataFrame, objective: str) -> pd.DataFrame:
 
 
 def _message_figure(text: str) -> Figure:
+    """A figure that only says why there is nothing to plot (on a hidden axes: IPython skips figures without
+    any axes, so a bare ``fig.text`` would show nothing in a notebook)."""
     fig = Figure(figsize=(6, 1.6))
-    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
     return fig

@@ -160,35 +160,32 @@ def format_cells(table: pd.DataFrame, scale: float = 100.0, digits: int = 2, pm:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of a DataFrame's string values (``|`` escaped)."""
-    lines = [_md_row(frame.columns), "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += [_md_row(row) for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def _md_row(values: Sequence[object]) -> str:
-    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+    """A GitHub-flavoured Markdown table of a DataFrame's values as text (tabulate; ``|`` escaped)."""
+    text = frame.astype(str).map(lambda v: v.replace("|", "\\|"))
+    text.columns = [str(c).replace("|", "\\|") for c in frame.columns]
+    return text.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
 def latex_table(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    """A booktabs ``table`` environment of a DataFrame's string values (LaTeX special characters escaped)."""
-    lines = ["\\begin{table}[t]", "\\centering"]
-    if caption:
-        lines.append(f"\\caption{{{latex_escape(caption)}}}")
-    if label:
-        lines.append(f"\\label{{{label}}}")
-    lines += [f"\\begin{{tabular}}{{l{'c' * (len(frame.columns) - 1)}}}", "\\toprule"]
-    lines.append(" & ".join(latex_escape(str(c)) for c in frame.columns) + " \\\\")
-    lines.append("\\midrule")
-    lines += [
-        " & ".join(latex_escape(str(v)) for v in row) + " \\\\" for row in frame.itertuples(index=False)
-    ]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs ``table`` environment of a DataFrame's values as text (pandas Styler; LaTeX characters
+    escaped, ``±`` as ``$\\pm$`` and ``–`` as ``--``)."""
+    styler = (
+        frame.astype(str).style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    )
+    text = styler.to_latex(
+        caption=latex_escape(caption) if caption else None,
+        label=label or None,
+        position="t",
+        position_float="centering",
+        column_format="l" + "c" * (len(frame.columns) - 1),
+        hrules=True,
+    )
+    return text.replace("±", r"$\pm$").replace("–", "--")
 
 
 def latex_escape(text: str) -> str:
-    """Escape ``& % $ # _ { } ~ ^ \\``; ``±`` -> ``$\\pm$``, ``–`` -> ``--``."""
+    """Escape ``& % $ # _ { } ~ ^ \\``; ``±`` -> ``$\\pm$``, ``–`` -> ``--`` (for captions; cells go through
+    pandas' own escaping in :func:`latex_table`)."""
     table = {
         "\\": r"\textbackslash{}",
         "&": r"\&",

@@ -9,7 +9,10 @@ Selection rules (all on the curves logged with step = epoch):
   test split was not evaluated there, the latest test evaluation before it (``sel_test_epoch`` says which;
   NaN when there is none). Sweeps evaluate test exactly when validation improves, so the two coincide;
 * ``oracle_test/*``: the original projects' convention (algorithms.md §5): test metrics at the epoch with the
-  best *test* value of the objective (``oracle_test_epoch``). It selects on the test set, so it is optimistic;
+  best *test* value of the objective (``oracle_test_epoch``) **among the epochs where test was evaluated**
+  (``test_epochs`` counts them). Sweeps evaluate test only when validation improves (or every
+  ``eval.test_every`` epochs; set it to 1 to evaluate test at every epoch), so unless ``test_epochs`` equals
+  ``epochs_run`` this is not the best test epoch of the run. It selects on the test set, so it is optimistic;
   use it only to compare with published numbers.
 """
 
@@ -46,7 +49,7 @@ def trial_table(
     wall_time_s`` (run end - start), ``compute_s`` (sum of the logged per-epoch train + eval seconds; the wall
     time when none were logged), ``device_hours, device_unit``, the flat configuration keys
     (``model.compos_num``, ...; lists as ``a,b``), then ``best_val/*, final_val/*, sel_test/*, oracle_test/*``
-    and ``final_epoch, sel_test_epoch, oracle_test_epoch``.
+    and ``final_epoch, sel_test_epoch, oracle_test_epoch, test_epochs`` (epochs with a test evaluation).
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -83,6 +86,7 @@ def select_epochs(wide: pd.DataFrame, objective: str = OBJECTIVE, mode: str = "m
         "final_epoch": np.nan,
         "sel_test_epoch": np.nan,
         "oracle_test_epoch": np.nan,
+        "test_epochs": 0,
     }
     if objective not in wide.columns or wide[objective].dropna().empty:
         return out
@@ -95,6 +99,7 @@ def select_epochs(wide: pd.DataFrame, objective: str = OBJECTIVE, mode: str = "m
     out.update({f"final_{k}": _last(wide[k]) for k in val})
     test_objective = "test/" + objective.split("/", 1)[1]
     tested = wide[test_objective].dropna() if test_objective in wide.columns else pd.Series(dtype=float)
+    out["test_epochs"] = len(tested)
     before = tested[tested.index <= best]
     if len(before):
         sel = int(before.index.max())

@@ -131,12 +131,15 @@ def install(module):
 """
 
 
-def fault_env(folder: Path, sweep_dir: Path, env: dict[str, str]) -> dict[str, str]:
-    """``env`` plus the fault hook on ``PYTHONPATH``; claims and markers go into ``folder``."""
+def fault_env(
+    folder: Path, sweep_dir: Path, env: dict[str, str], faults: tuple[str, ...] = FAULTS
+) -> dict[str, str]:
+    """``env`` plus the fault hook on ``PYTHONPATH``; claims and markers go into ``folder``; only ``faults``
+    (a subset of :data:`FAULTS`, claimed in that order) are injected."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     (folder / "fault_plan.py").write_text(
-        _PLAN.format(fault_dir=str(folder), sweep_dir=str(sweep_dir), faults=FAULTS)
+        _PLAN.format(fault_dir=str(folder), sweep_dir=str(sweep_dir), faults=tuple(faults))
     )
     path = [str(folder), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     return {**env, "PYTHONPATH": os.pathsep.join(path)}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,12 @@ from analysis import (
     ExperimentNotFoundError,
     best_configs,
     config_id,
+    joined_table,
+    latest_experiment,
+    latest_experiments,
     list_experiments,
     load_curves,
+    load_study,
     load_sweep,
     mean_ci,
     paper_table,
@@ -45,9 +51,12 @@ from analysis import (
     top_k_configs,
 )
 from analysis.importance import infer_distribution
+from analysis.joined import IDENTITY
 from analysis.md_html import markdown_to_html
 from analysis.params import parse_value
 from analysis.report import main as report_main
+from analysis.report import oracle_title
+from analysis.tables import latex_table, markdown_table
 from dcml_core.config import ExperimentConfig
 
 T0 = 1_700_000_000_000  # ms
@@ -268,6 +277,11 @@ def repeat(uri: str):
     return load_sweep("sweep_a_repeat", uri)
 
 
+def compact(markdown: str) -> str:
+    """Markdown with the padding of table cells removed (``|  a   | b |`` -> ``| a | b |``)."""
+    return "\n".join(re.sub(r" *(?<!\\)\| *", " | ", line).strip() for line in markdown.splitlines())
+
+
 def _row(trials: pd.DataFrame, name: str) -> pd.Series:
     rows = trials[trials["run_name"] == name]
     assert len(rows) == 1, f"expected one run named {name}"
@@ -383,6 +397,44 @@ def test_unknown_and_empty_experiments(uri, tmp_path):
     assert {"sweep_a", "sweep_a_repeat", "single", "empty_sweep"} <= set(list_experiments(uri))
 
 
+def test_joined_table_without_a_study(sweep_a, tmp_path):
+    joined = joined_table(sweep_a)
+    assert list(joined.columns[:6]) == IDENTITY
+    assert joined["ray_trial_id"].tolist() == ["t1", "t2", "t3", "t4"]  # start order without Optuna numbers
+    assert joined["optuna_state"].isna().all() and joined["checkpoint"].isna().all()
+    sampled = ["model.compos_num", "optim.lr"]  # the parent run's sampled_params, in that order
+    assert list(joined.columns[7:9]) == sampled
+    rows = joined.set_index("ray_trial_id")
+    assert rows.at["t3", "mlflow_status"] == "FAILED" and bool(rows.at["t2", "stopped_early"])
+    assert rows.at["t4", "sel_test/recall_at_1"] == pytest.approx(0.31) and rows.at["t4", "epochs_run"] == 5
+    assert load_study(sweep_a) is None  # no sweep storage among the parent's parameters
+    with pytest.raises(FileNotFoundError, match="no optuna.db"):
+        load_study(sweep_a, tmp_path)
+
+
+def test_latest_experiments_skip_sweeps_without_trials(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp, parent = _parent(client, "older_sweep")
+    _sweep_run(client, exp, parent, "older_sweep", "t1", T0, {})
+    time.sleep(0.01)
+    single = client.create_experiment("single_run")
+    client.create_run(single, run_name="s")
+    time.sleep(0.01)
+    _parent(client, "started_sweep")  # newest, but only its parent run so far
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert latest_experiments(uri, 2) == ["single_run", "older_sweep"] == latest_experiments(uri, 5)
+    assert latest_experiment(uri) == "single_run"
+    with pytest.raises(ValueError, match="positive"):
+        latest_experiments(uri, 0)
+
+
+def test_best_test_epoch_title_says_how_many_epochs_were_tested(sweep_a, repeat):
+    assert oracle_title(repeat.trials) == "best-test-epoch convention (test evaluated at every epoch)"
+    # finished trials of sweep_a: t1 tested at 4 of 5 epochs, t2 at 2 of 2, t4 at 3 of 5
+    assert "test evaluated at 9 of 12 epochs run" in oracle_title(sweep_a.trials)
+    assert _row(sweep_a.trials, "t1")["test_epochs"] == 4
+
+
 # ------------------------------------------------------------------------------------- best / seeds / tables
 def test_best_configs_rank_finished_trials(sweep_a):
     best = best_configs(sweep_a.trials)
@@ -427,16 +479,16 @@ def test_paper_tables_markdown_and_latex(repeat, sweep_a):
     table = paper_table(repeat.trials, "val")
     assert table["configuration"].tolist() == ["compos_num=2, lr=0.001", "compos_num=4, lr=0.0001"]
     assert table["R@1"].tolist() == pytest.approx([0.55, 0.44]) and table["n"].tolist() == [3, 3]
-    md = to_markdown(table)
+    md = compact(to_markdown(table))
     assert "| Configuration | n | R@1 | R@2 | R@4 | R@8 | NMI | F1 | MAP@R |" in md
     assert f"| compos_num=2, lr=0.001 | 3 | 55.00 ± {half(t4):.2f} | 65.00 ± {half(t4):.2f} |" in md
     assert f"| compos_num=4, lr=0.0001 | 3 | 44.00 ± {half(t1):.2f} |" in md
     tex = to_latex(table, caption="DCML: 95% CI")
     assert f"compos\\_num=2, lr=0.001 & 3 & 55.00 $\\pm$ {half(t4):.2f}" in tex
     assert "\\toprule" in tex and "MAP@R \\\\" in tex and "\\caption{DCML: 95\\% CI}" in tex
-    oracle = to_markdown(paper_table(repeat.trials, "oracle"))
+    oracle = compact(to_markdown(paper_table(repeat.trials, "oracle")))
     assert f"| compos_num=2, lr=0.001 | 3 | 58.00 ± {half(t4):.2f} |" in oracle
-    single_seed = to_markdown(paper_table(sweep_a.trials, "val"))  # one seed: no interval
+    single_seed = compact(to_markdown(paper_table(sweep_a.trials, "val")))  # one seed: no interval
     assert (
         "| compos_num=2, lr=0.001 | 1 | 31.00 | 41.00 | 51.00 | 61.00 | 62.00 | 32.00 | 15.50 |"
         in single_seed
@@ -488,7 +540,9 @@ def test_importance_finds_the_parameter_that_matters():
 
 def test_importance_on_the_sweep_and_degenerate_cases(sweep_a, uri):
     result = param_importances(sweep_a.trials)
-    assert set(result.values) == {"model.compos_num", "optim.lr"} and result.n_trials == 3  # t3 failed
+    # t3 failed and t2 was stopped early: only trials that ran all their epochs count, as Optuna counts COMPLETE
+    assert set(result.values) == {"model.compos_num", "optim.lr"} and result.n_trials == 2
+    assert result.source == "MLflow (no study)"
     only = param_importances(sweep_a.trials, params=["model.compos_num", "model.arch"])
     assert only.values == {"model.compos_num": pytest.approx(1.0)}
     constant = param_importances(sweep_a.trials, params=["model.arch"])
@@ -548,6 +602,7 @@ REPORT_FILES = [
     "compare_curves.png",
     "table_val.tex",
     "table_oracle.tex",
+    "trials_joined.csv",
 ]
 
 
@@ -561,17 +616,20 @@ def test_report_command_writes_every_file(uri, tmp_path, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = (out / "report.md").read_text()
+    md = compact((out / "report.md").read_text())
     half = stats.t.ppf(0.975, 2) * stats.sem([0.55, 0.58, 0.52]) * 100
     assert "Seed repeats of sweep `sweep_a`" in md and "## Mean ± CI per configuration over seeds" in md
     assert f"| compos_num=2, lr=0.001 | 3 | 55.00 ± {half:.2f} |" in md
-    assert "best-test-epoch convention" in md and f"| compos_num=2, lr=0.001 | 3 | 58.00 ± {half:.2f} |" in md
+    assert "best-test-epoch convention (test evaluated at every epoch)" in md
+    assert f"| compos_num=2, lr=0.001 | 3 | 58.00 ± {half:.2f} |" in md
+    assert "## Trials in Ray, Optuna and MLflow" in md and (out / "trials_joined.csv").is_file()
+    assert "Source: MLflow (no study)" in md  # a store without an Optuna study: importances from MLflow
     assert "| sweep_a: compos_num=2, lr=0.001 | 1 | 31.00 |" in md  # the comparison
     for image in [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]:
         assert (out / image).is_file()
     html = (out / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and "<table>" in html and '<img alt="' in html
-    assert 'src="learning_curves.png"' in html and f"55.00 ± {half:.2f}" in html
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html
+    assert '<img src="learning_curves.png" alt="' in html and f"<td>55.00 ± {half:.2f}</td>" in html
     assert "\\begin{tabular}" in (out / "table_val.tex").read_text()
 
 
@@ -587,16 +645,29 @@ def test_report_command_errors(uri, tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing written on bad input
 
 
-def test_markdown_to_html_subset():
+def test_markdown_to_html_through_markdown_it():
     text = (
-        "# T\n\npara *x* `c` **b**\n\n| a | b |\n|---|---|\n| 1 \\| 2 | <3 |\n\n"
+        "# T\n\npara *x* `c` **b** <script>\n\n| a | b |\n|---|---|\n| 1 \\| 2 | <3 |\n\n"
         "![cap](f.png)\n\n- i\n\n```\nx<y\n```\n"
     )
-    html = markdown_to_html(text, title="t")
-    assert "<h1>T</h1>" in html and "<code>c</code>" in html and "<strong>b</strong>" in html
-    assert "<th>a</th>" in html and "<td>1 | 2</td>" in html and "<td>&lt;3</td>" in html
+    html = markdown_to_html(text, title="t & u")
+    assert html.startswith("<!DOCTYPE html>") and "<title>t &amp; u</title>" in html
+    assert "<h1>T</h1>" in html and "<em>x</em>" in html and "<code>c</code>" in html
     assert (
-        '<img alt="cap" src="f.png">' in html
-        and "<li>i</li>" in html
-        and "<pre><code>x&lt;y</code></pre>" in html
-    )
+        "<strong>b</strong>" in html and "&lt;script&gt;" in html and "<script>" not in html
+    )  # raw HTML escaped
+    assert "<th>a</th>" in html and "<td>1 | 2</td>" in html and "<td>&lt;3</td>" in html  # escaped pipe
+    assert '<img src="f.png" alt="cap" />' in html and "<li>i</li>" in html
+    assert "<pre><code>x&lt;y\n</code></pre>" in html
+
+
+def test_markdown_and_latex_tables_escape_their_cells():
+    frame = pd.DataFrame({"a|b": ["x|y", "1_000"], "n": ["3", "–"]})
+    md = markdown_table(frame)
+    lines = compact(md).splitlines()
+    assert [lines[0], *lines[2:]] == ["| a\\|b | n |", "| x\\|y | 3 |", "| 1_000 | – |"]
+    html = markdown_to_html(md)
+    assert "<th>a|b</th>" in html and "<td>x|y</td>" in html
+    tex = latex_table(frame.assign(n=["55.00 ± 1.20", "–"]), caption="50% & more", label="tab:x")
+    assert "\\caption{50\\% \\& more}" in tex and "\\label{tab:x}" in tex and "\\begin{tabular}{lc}" in tex
+    assert "1\\_000 & -- \\\\" in tex and "55.00 $\\pm$ 1.20" in tex and "\\bottomrule" in tex

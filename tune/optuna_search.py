@@ -5,7 +5,8 @@ Ray's ``OptunaSearch.on_trial_complete`` reports every trial with a metric as ``
 that ends without error before its last epoch is told as ``PRUNED`` (Optuna keeps its per-epoch intermediate
 values, which TPE uses for pruned trials), an error as ``FAIL``, and only a trial that ran all its epochs as
 ``COMPLETE``. Intermediate values are reported with ``step = epoch`` and never twice for the same step,
-including the result a trial was stopped on (Tune does not pass that one to ``on_trial_result``).
+including the result a trial was stopped on (Tune does not pass that one to ``on_trial_result``). Each Optuna
+trial records its Ray trial id as the user attribute ``ray_trial_id`` (joins the study to Ray and MLflow).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 from dcml_core.metric_names import EPOCH
 
 logger = logging.getLogger(__name__)
+RAY_TRIAL_ATTR = "ray_trial_id"  # Optuna user attribute naming the Ray trial (read by analysis/joined.py)
 
 
 def study_storage(path: str) -> optuna.storages.RDBStorage:
@@ -36,6 +38,13 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self.max_t = max_t
         self.time_attr = time_attr
         self._reported: dict[str, set[int]] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Ray's suggestion; the Optuna trial it asked for records ``trial_id`` (:data:`RAY_TRIAL_ATTR`)."""
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Report the objective as an intermediate value at ``step = epoch`` (once per step)."""
