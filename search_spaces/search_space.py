@@ -23,7 +23,7 @@ class SearchSpaceError(ValueError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A registered search space (see ``search_spaces/__init__.py`` for the module contract)."""
+    """A named search space (see ``search_spaces/__init__.py`` for the module contract)."""
 
     name: str
     space: dict[str, Any]
@@ -32,6 +32,7 @@ class SearchSpace:
     scheduler: dict[str, int]
     description: str
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
+    source: str = ""  # the file of its module, named in error messages
 
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> SearchSpace:
@@ -55,6 +56,7 @@ class SearchSpace:
             dict(module.SCHEDULER),
             module.DESCRIPTION.strip(),
             defaults,
+            str(getattr(module, "__file__", "") or ""),
         )
         out.check()
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +79,19 @@ def check_data(cfg: ExperimentConfig) -> DataBundle:
     return bundle
 
 
-def validate_space(space: SearchSpace, n: int, seed: int) -> ValidationReport:
-    """Sample ``n`` configurations, check each, and check the data of every distinct data setting."""
-    samples = space.sample(n, seed)
-    configs = [space.build_config(s) for s in samples]
+def validate_configs(configs: Iterable[dict[str, Any]]) -> tuple[list[ExperimentConfig], dict[str, Any]]:
+    """Build and check each configuration, and the data of every distinct data setting; returns the
+    configurations and what was found in the (first) data set."""
+    built = [ExperimentConfig.from_dict(c) for c in configs]
     bundles = {}
-    for cfg in configs:
+    for cfg in built:
         if cfg.data not in bundles:
             bundles[cfg.data] = check_data(cfg)
-    for cfg in configs:
         check_config(cfg)
-    return ValidationReport(samples, configs, next(iter(bundles.values())).summary())
+    return built, next(iter(bundles.values())).summary()
+
+
+def validate_space(space: SearchSpace, n: int, seed: int) -> ValidationReport:
+    """Sample ``n`` configurations of a space and check them (:func:`validate_configs`)."""
+    samples = space.sample(n, seed)
+    return ValidationReport(samples, *validate_configs(samples))
