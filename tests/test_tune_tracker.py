@@ -225,16 +225,21 @@ def test_metrics_of_keeps_only_finite_training_and_evaluation_values() -> None:
     assert out == {"epoch": 2.0, "val/recall_at_1": 0.5, "train/loss": 0.5, "best/val/recall_at_1": 0.5}
 
 
-def test_artifacts_of_a_sqlite_store_go_next_to_the_database(sweep, store, tmp_path) -> None:
+def test_best_checkpoints_are_uploaded_to_ended_runs_next_to_a_sqlite_database(sweep, store, tmp_path) -> None:
     log = TrialLog("t5", sweep["config"])
+    log.add(_result(1, 0.5))
+    log.finish("completed", _result(1, 0.5))
+    sweep["writer"].write(log)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "state.pt").write_bytes(b"x" * 10)
-    log.checkpoint = str(ckpt)
-    sweep["writer"].write(log)
-    run_id = sweep["writer"].find("t5").run_id
-    assert [a.path for a in sweep["client"].list_artifacts(run_id, "checkpoint")] == ["checkpoint/state.pt"]
+    upload = TrialLog("t5", sweep["config"])  # what the driver does at the end for the best trials
+    upload.checkpoint = str(ckpt)
+    sweep["writer"].write(upload)
+    run = sweep["client"].get_run(sweep["writer"].find("t5").run_id)
+    assert [a.path for a in sweep["client"].list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
     assert (store.parent / "mlartifacts" / sweep["name"]).is_dir()
+    assert run.info.status == "FINISHED"  # an upload does not reopen the run
 
 
 def test_the_mlflow_ui_opens_on_runs_named_by_their_sampled_values(sweep) -> None:

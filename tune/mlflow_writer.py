@@ -148,7 +148,7 @@ class SweepWriter:
                 spec = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)
                 self._log_params(run.run_id, {k: v for k, v in spec.params.items() if k not in run.params})
                 run.params = None
-            if log.end is None and run.status != "RUNNING":  # a trial that (re)started reports again
+            if log.epochs and log.end is None and run.status != "RUNNING":  # a resumed trial reports again
                 self.client.update_run(run.run_id, status="RUNNING")
                 run.status = "RUNNING"
             for step, ms, values in log.epochs:
