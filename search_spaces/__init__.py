@@ -19,9 +19,9 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from search_spaces.search_space import SearchSpace, SearchSpaceError
+from search_spaces.search_space import SearchSpace, SearchSpaceError, value_at
 
-__all__ = ["SearchSpace", "SearchSpaceError", "available", "get"]
+__all__ = ["SearchSpace", "SearchSpaceError", "available", "get", "value_at"]
 
 
 def _module(name: str) -> ModuleType:

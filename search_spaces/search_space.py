@@ -132,6 +132,13 @@ class SearchSpace:
         return [self.build_config(s) for s in self.sample(n, seed)]
 
 
+def value_at(tree: dict[str, Any], dotted: str) -> Any:
+    """``tree["model"]["compos_num"]`` for ``model.compos_num`` (None when missing)."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():

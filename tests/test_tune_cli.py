@@ -65,7 +65,7 @@ def cub_root(tmp_path, monkeypatch) -> Path:
             "server http://127.0.0.1:9 is unreachable",
         ),
         (["--space", "demo", "--mlflow-uri", "file:///tmp/mlruns"], "file store"),
-        (["--space", "demo", "--name", "nothing-here", "--resume"], "no sweep to resume"),
+        (["--space", "demo", "--name", "nothing-here", "--resume"], "no sweep 'nothing-here' in "),
     ],
 )
 def test_invalid_input_is_one_line_and_exit_code_2(capsys, argv, message) -> None:

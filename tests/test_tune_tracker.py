@@ -166,11 +166,11 @@ def test_runs_are_found_again_by_their_tags_in_a_new_process(sweep) -> None:
 
 def test_a_run_created_without_its_parameters_gets_them_when_found(sweep) -> None:
     writer, client = sweep["writer"], sweep["client"]
-    spec = trial_run(sweep["config"], "cut", sweep["name"], SAMPLED)
-    bare = client.create_run(writer.experiment_id, run_name=spec.name, tags=spec.tags).info.run_id  # params lost
+    name, params, tags = trial_run(sweep["config"], "cut", sweep["name"], SAMPLED)
+    bare = client.create_run(writer.experiment_id, run_name=name, tags=tags).info.run_id  # its params were lost
     writer.runs.clear()
     writer.write(TrialLog("cut", sweep["config"]))
-    assert client.get_run(bare).data.params == {k: param_text(v) for k, v in spec.params.items()}
+    assert client.get_run(bare).data.params == {k: param_text(v) for k, v in params.items()}
     assert writer.counts["created"] == 0
 
 
@@ -205,10 +205,8 @@ def test_experiment_end_closes_runs_of_trials_that_ended_unseen_and_interrupted_
     run_of = {t: writer.find(t).run_id for t in ("t3", "t4")}
     assert client.get_run(run_of["t3"]).info.status == "FINISHED"
     assert client.get_run(run_of["t4"]).info.status == "RUNNING"
-    assert writer.close_unfinished("KILLED") == [run_of["t4"]]
-    assert client.get_run(run_of["t4"]).info.status == "KILLED"
-    assert client.get_run(writer.parent_run_id).info.status == "RUNNING"  # the parent is ended separately
-    writer.finish({"sweep/trials_completed": 1, "sweep/nan": math.nan})
+    assert writer.finish({"sweep/trials_completed": 1, "sweep/nan": math.nan}) == [run_of["t4"]]
+    assert client.get_run(run_of["t4"]).info.status == "KILLED"  # the interrupted one
     parent = client.get_run(writer.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics == {"sweep/trials_completed": 1.0}
     # a trial that reports again after a resume is set RUNNING again, and its real end replaces KILLED

@@ -98,8 +98,7 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
                 writer.submit(log)
         ui = ui_command(settings.mlflow_uri)
         text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
-        if writer.flush():  # the last try: the runs' updates first, then the parent's end
-            writer.close_unfinished("KILLED")
+        if writer.flush():  # the last try: the runs' updates first, then the sweep's end
             writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
         else:
             print(

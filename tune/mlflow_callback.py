@@ -1,10 +1,7 @@
-"""The Tune callback that hands a sweep's trials to its MLflow writer, in the driver (the only writer).
-
-Not ``MLflowLoggerCallback`` (a new run for a resumed trial, the old one left RUNNING; no nesting) nor
-``setup_mlflow`` (every worker writes, which a SQLite store does not survive). Tune pickles this callback into
-``tuner.pkl``, so it keeps only plain settings; the writer is shared per sweep in the driver process
-(:func:`writer_for`), by the driver and by a callback restored with the sweep.
-"""
+"""The Tune callback that hands a sweep's trials to its MLflow writer, in the driver (the only writer). Not
+``MLflowLoggerCallback`` (a new run for a resumed trial, no nesting) nor ``setup_mlflow`` (every worker writes:
+a SQLite store does not survive it). Tune pickles the callback into ``tuner.pkl``: it keeps plain settings, and
+the driver and a callback restored with the sweep share the writer of the process (:func:`writer_for`)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,12 @@
 """The only MLflow writer of a sweep: one experiment, a parent run, one nested child run per trial.
 
-Every write is idempotent, so resumes, outages and ``--sync-mlflow`` need no bookkeeping of their own: a run
-is found by its tags before one is created and gets only the parameters it lacks; metrics go per epoch (step =
-epoch) and only past the last epoch the run holds (its latest ``epoch``, sent last in each batch), so epochs a
-restored trial repeats are not logged again; each value carries the time of its Ray result, so a batch sent
-again after its answer was lost is identical and MLflow's SQL store keeps it once; a run is ended only while it
-is not (KILLED, an interrupted driver's mark, gives way to a real end).
-
-A :class:`~tune.trial_run.TrialLog` holds what MLflow should get for a trial and has not got yet. While the
-server is down (refused, timeout, 5xx) the logs wait in :attr:`SweepWriter.pending`, the sweep goes on, and
-they are written when it answers again (tried at most every ``retry_interval`` s, and at the end). What is
-still pending then is in Ray's results: ``--sync-mlflow`` writes it with the same :meth:`SweepWriter.write`.
+Every write is idempotent, so resumes, outages and ``--sync-mlflow`` need no bookkeeping: a run is found by its
+tags before one is created and gets only the parameters it lacks; metrics go per epoch (step = epoch), only past
+the last epoch the run holds (its latest ``epoch``, sent last in each batch); each value carries the time of its
+Ray result, so a batch re-sent after a lost answer is identical and MLflow's SQL store keeps it once; a run is
+ended only while it is not (KILLED, an interrupted driver's mark, gives way to a real end). While the server is
+down, the :class:`~tune.trial_run.TrialLog` of each trial waits in :attr:`SweepWriter.pending` and is written
+when it answers again (tried every ``retry_interval`` s at most, and at the end).
 """
 
 from __future__ import annotations
@@ -34,7 +30,6 @@ from tune.trial_run import TrialLog, finite, trial_run
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 RESUMED_TAG = "dcml.resumed_at."  # + time: one per resumed driver session, on the parent run
-RETRY_INTERVAL_S = 10.0
 # MLflow's own HTTP retries take minutes per call: one quick retry rides out a dropped connection, longer
 # outages are the pending logs' job. A refused connection fails at once, a hanging server after 2 x 10 s.
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -43,33 +38,31 @@ HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACK
 
 def is_outage(err: BaseException) -> bool:
     """True when ``err`` means the server is unreachable or failing (retry later), not a bad request."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+    while err is not None:
+        if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
             return True
-        if isinstance(seen, MlflowException):  # transport failures are wrapped as "API request to ..."
-            if str(seen.message).startswith("API request to") or seen.get_http_status_code() >= 500:
-                return True
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        if isinstance(err, MlflowException) and (  # transport failures are wrapped as "API request to ..."
+            str(err.message).startswith("API request to") or err.get_http_status_code() >= 500
+        ):
+            return True
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return False
 
 
 @dataclass
 class RunState:
-    """What the writer knows of a trial's run."""
+    """What the writer knows of a trial's run (``params``: those a found run holds, until it has them all)."""
 
     run_id: str
     status: str
-    last_step: int  # the last epoch the run holds
-    params: set[str] | None = None  # the parameters it holds, until those it lacks were logged
+    last_step: int
+    params: set[str] | None = None
 
 
 class SweepWriter:
-    """Parent run + nested child runs of one sweep in one MLflow experiment named after the sweep.
-
-    ``sampled``: the sampled parameters (run names, ``dcml.sampled``); ``repeat_of``: the sweep a seed-repeat
-    sweep repeats. ``counts`` adds up what :meth:`write` did (runs created and ended, values present, added).
-    """
+    """Parent run + nested child runs of one sweep in one MLflow experiment named after the sweep. ``sampled``:
+    the sampled parameters (run names, ``dcml.sampled``); ``repeat_of``: the sweep a seed-repeat sweep repeats;
+    ``counts``: what :meth:`write` did (runs created and ended, metric values present and added)."""
 
     def __init__(self, tracking_uri: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None):
         if tr.is_remote(tracking_uri):
@@ -82,7 +75,7 @@ class SweepWriter:
         self.runs: dict[str, RunState] = {}  # trial id -> its run, as far as known
         self.pending: dict[str, TrialLog] = {}  # trial id -> what waits to be written
         self.counts: collections.Counter = collections.Counter()
-        self.retry_interval, self._next_retry, self._down, self._recovered = RETRY_INTERVAL_S, 0.0, False, 0
+        self.retry_interval, self._next_retry, self._down, self._recovered = 10.0, 0.0, False, 0
 
     # ------------------------------------------------------------------ the sweep (parent run)
     def open(self, params: dict[str, Any], tags: dict[str, str], resume=False, attach=False) -> bool:
@@ -104,8 +97,8 @@ class SweepWriter:
                     stamp, command = f"{RESUMED_TAG}{int(time.time())}", tags.get("dcml.command", "")
                     self.client.set_tag(self.parent_run_id, stamp, command)
             else:
-                run_tags = {**tags, tr.SWEEP_TAG: self.sweep, tr.ROLE_TAG: tr.PARENT_ROLE}
-                run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags=run_tags)
+                run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags={
+                    **tags, tr.SWEEP_TAG: self.sweep, tr.ROLE_TAG: tr.PARENT_ROLE})  # fmt: skip
                 self.parent_run_id = run.info.run_id
                 self._log_params(self.parent_run_id, params)
             for run in self._search(f"tags.`{tr.ROLE_TAG}` = '{tr.TRIAL_ROLE}'"):
@@ -116,28 +109,26 @@ class SweepWriter:
             raise
         return not found
 
-    def finish(self, metrics: dict[str, float], status: str = "FINISHED", time_ms: int = 0) -> None:
-        """The sweep's summary metrics on the parent run (step = driver session), then its end status."""
+    def finish(self, metrics: dict[str, float], status: str = "FINISHED", time_ms: int = 0) -> list[str]:
+        """End the sweep: trial runs still RUNNING (their trials did not end: an interrupted driver) become
+        KILLED, the summary metrics go on the parent run (step = driver session), then its status. Returns the
+        runs set KILLED."""
+        running = self._search(f"tags.`{tr.ROLE_TAG}` = '{tr.TRIAL_ROLE}' and attributes.status = 'RUNNING'")
+        for run in running:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            self.runs.pop(run.data.tags.get(tr.TRIAL_TAG, ""), None)
         stamp = time_ms or int(time.time() * 1000)
         values = [Metric(k, float(v), stamp, self.session) for k, v in metrics.items() if finite(v)]
         self.client.log_batch(self.parent_run_id, metrics=values)
         self.client.set_terminated(self.parent_run_id, status=status)
-
-    def close_unfinished(self, status: str = "KILLED") -> list[str]:
-        """Set every trial run of the sweep still RUNNING to ``status``; returns their run ids."""
-        running = self._search(f"tags.`{tr.ROLE_TAG}` = '{tr.TRIAL_ROLE}' and attributes.status = 'RUNNING'")
-        for run in running:
-            self.client.set_terminated(run.info.run_id, status=status)
-            self.runs.pop(run.data.tags.get(tr.TRIAL_TAG, ""), None)
         return [run.info.run_id for run in running]
 
     # ------------------------------------------------------------------ trials (child runs)
     def find(self, trial_id: str) -> RunState | None:
         """The trial's run, if MLflow holds one."""
         if trial_id not in self.runs:
-            found = self._search(f"tags.`{tr.TRIAL_TAG}` = '{trial_id}'")
-            if found:
-                self.runs[trial_id] = _state(found[0])
+            for run in self._search(f"tags.`{tr.TRIAL_TAG}` = '{trial_id}'")[:1]:
+                self.runs[trial_id] = _state(run)
         return self.runs.get(trial_id)
 
     def write(self, log: TrialLog) -> None:
@@ -145,8 +136,8 @@ class SweepWriter:
         try:
             run = self.find(log.trial_id) or self._create(log)
             if run.params is not None:  # found, not created: log the parameters it lacks (a creation cut short)
-                spec = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)
-                self._log_params(run.run_id, {k: v for k, v in spec.params.items() if k not in run.params})
+                params = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)[1]
+                self._log_params(run.run_id, {k: v for k, v in params.items() if k not in run.params})
                 run.params = None
             if log.epochs and log.end is None and run.status != "RUNNING":  # a resumed trial reports again
                 self.client.update_run(run.run_id, status="RUNNING")
@@ -167,9 +158,9 @@ class SweepWriter:
                 self.counts.update({"ended": 1, "added": len(final)})
             else:
                 self.counts["present"] += len(final)
-            if log.checkpoint is not None and Path(log.checkpoint).is_dir():
+            if log.checkpoint and Path(log.checkpoint).is_dir():
                 self.client.log_artifacts(run.run_id, log.checkpoint, artifact_path="checkpoint")
-            elif log.checkpoint is not None:  # kept through an outage, and its temporary copy is gone
+            elif log.checkpoint:  # kept through an outage, and its temporary copy is gone
                 print(f"warning: checkpoint {log.checkpoint} is gone; not uploaded", file=sys.stderr)
             log.checkpoint = None
         except Exception:
@@ -177,13 +168,13 @@ class SweepWriter:
             raise
 
     def _create(self, log: TrialLog) -> RunState:
-        spec = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)
-        tags = {**tr.system_tags(), **spec.tags, tr.PARENT_RUN_TAG: self.parent_run_id}
-        run = self.client.create_run(self.experiment_id, run_name=spec.name, tags=tags)
-        self.runs[log.trial_id] = state = RunState(run.info.run_id, "RUNNING", 0)
-        self._log_params(state.run_id, spec.params)
+        name, params, tags = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)
+        tags = {**tr.system_tags(), **tags, tr.PARENT_RUN_TAG: self.parent_run_id}
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self.runs[log.trial_id] = RunState(run_id, "RUNNING", 0)
+        self._log_params(run_id, params)
         self.counts["created"] += 1
-        return state
+        return self.runs[log.trial_id]
 
     # ------------------------------------------------------------------ outages
     def submit(self, log: TrialLog) -> None:
@@ -230,6 +221,5 @@ def _state(run: Any) -> RunState:
     return RunState(run.info.run_id, run.info.status, int(run.data.metrics.get(EPOCH, 0)), set(run.data.params))
 
 
-def _short(err: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+def _short(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import search_spaces
 from dcml_core.tracking import TrackingError, check_tracking_uri, config_id
-from tune.cli import EXIT_OK, EXIT_USAGE, UsageError, build_parser, check_args, check_sync_args
+from tune.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, build_parser, check_args, check_sync_args
 from tune.cluster import ClusterError, check_address
 from tune.plan import SweepPlan, plan_sweep
 from tune.preflight import (
@@ -25,7 +25,7 @@ from tune.preflight import (
     check_space_edges,
     checkpoint_bytes,
 )
-from tune.settings import SweepSettings, settings_from_args
+from tune.settings import SweepSettings, load_saved, settings_from_args, state_dir, storage_root
 from tune.validation import validate_configs, validate_space
 
 # What bad input raises before Ray starts: ValueError covers UsageError, SearchSpaceError and ConfigError;
@@ -75,6 +75,39 @@ def validate(plan: SweepPlan) -> str:
     return report.text(plan.space, s.seed)
 
 
+def sync(name: str, storage: str | None, space: str | None) -> int:
+    """``--sync-mlflow``: print the figures. Bad input raises (exit 2); an MLflow that fails midway gives exit
+    code 1 (what was sent stays; run it again)."""
+    from tune.mlflow_writer import is_outage
+    from tune.sync_mlflow import sync_sweep
+
+    root = storage_root(storage, create=False)
+    if "://" in root and not root.startswith("file://"):
+        raise UsageError(
+            f"--sync-mlflow reads Ray's results from a folder; --storage {root} is remote: copy the sweep "
+            "folder to a local path (or mount it) and pass that as --storage"
+        )
+    settings = load_saved(state_dir(root, name), name)
+    if space and space != settings["space"]:
+        raise UsageError(f"sweep '{name}' was run with --space {settings['space']}, not {space}")
+    uri = settings["mlflow_uri"]
+    check_tracking_uri(uri)
+    try:
+        created, trials, n = sync_sweep(state_dir(root, name).parent, settings)
+    except Exception as err:
+        if not is_outage(err):
+            raise
+        print(f"error: MLflow {uri} failed during the sync ({err}); what was sent stays, run it again", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"Synced sweep '{name}' to MLflow {uri} (parent run {'created' if created else 'found'}): {trials} trials, "
+        f"{n['created']} child run(s) created, {n['present']} metric values already present, {n['added']} added, "
+        f"{n['ended']} run(s) ended",
+        flush=True,
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -83,10 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             print(list_spaces())
             return EXIT_OK
         if args.sync_mlflow:  # complete MLflow from Ray's results on disk; no Ray runtime needed
-            from tune.sync_mlflow import sync_command
-
             check_sync_args(args)
-            return sync_command(args.name, args.storage, args.space)
+            return sync(args.name, args.storage, args.space)
         check_args(args)
         if args.mlflow_uri is not None:
             check_no_credentials(args.mlflow_uri)

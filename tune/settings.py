@@ -126,13 +126,11 @@ def default_name(space: str, repeat_of: str | None = None) -> str:
     return f"{repeat_of}-repeats-{stamp}" if repeat_of else f"{space}-{stamp}"
 
 
-def load_saved(state_dir: Path) -> dict[str, Any]:
-    """The settings saved by the first run of a sweep (for --resume and --sync-mlflow)."""
-    path = state_dir / SETTINGS_FILE
+def load_saved(folder: Path, name: str) -> dict[str, Any]:
+    """The settings saved by the first run of sweep ``name`` (for --resume and --sync-mlflow)."""
+    path = folder / SETTINGS_FILE
     if not path.exists():
-        raise UsageError(
-            f"no sweep to resume in {state_dir} ({SETTINGS_FILE} missing); check --name and --storage"
-        )
+        raise UsageError(f"no sweep '{name}' in {folder.parent.parent} ({path} missing); check --name and --storage")
     return json.loads(path.read_text())
 
 
@@ -162,7 +160,7 @@ def settings_from_args(args: Any) -> SweepSettings:
     if args.mlflow_uri is not None:
         given["mlflow_uri"] = resolve_tracking_uri(args.mlflow_uri)
     if args.resume:
-        saved = merge_resume(given, load_saved(state_dir(storage, args.name)))
+        saved = merge_resume(given, load_saved(state_dir(storage, args.name), args.name))
         return SweepSettings(**{**saved, "storage": storage, "address": args.address, "resume": True})
     repeat = args.from_sweep is not None  # seed repeats: K x N fixed configurations, FIFO (cli checks the flags)
     fresh = SweepSettings(**{

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dcml_core.metric_names import EPOCH, OBJECTIVE
+from search_spaces import value_at
 from tune.trial_outcome import COMPLETED, FAILED, OUTCOMES, STOPPED_EARLY, UNFINISHED, outcome
-from tune.trial_run import value_at
 
 BEST_VAL, BEST_TEST = f"best/{OBJECTIVE}", "best/test/recall_at_1"
 

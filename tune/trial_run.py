@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from dcml_core import tracking as tr
 from dcml_core.config import ExperimentConfig
 from dcml_core.metric_names import EPOCH
+from search_spaces import value_at
 from tune.trial_outcome import COMPLETED, FAILED, STOPPED_EARLY
 
 METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "time/", "final/")
@@ -37,7 +38,7 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {f"final/{k}": v for k, v in values if k.startswith("val/") and "eval_time" not in k}
 
 
-def _ms(result: dict[str, Any]) -> int:
+def _ms(result: dict[str, Any]) -> int:  # the time of a Ray result (its ``timestamp``), else now
     return int(float(result.get("timestamp") or time.time()) * 1000)
 
 
@@ -66,13 +67,6 @@ class TrialLog:
             self.end = ("FAILED", {tr.ERROR_TAG: error}, {}, 0) if how == FAILED else ("KILLED", {}, {}, 0)
 
 
-def value_at(config: dict[str, Any], dotted: str) -> Any:
-    """``config["model"]["compos_num"]`` for ``model.compos_num`` (None when missing)."""
-    for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
-
-
 def short(value: Any) -> str:
     """2 significant digits, exponents unpadded (``1.1e-4``, ``0.46``, ``1.5e3``); lists joined by '/'."""
     if isinstance(value, (list, tuple)):
@@ -83,13 +77,9 @@ def short(value: Any) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-class TrialRun(NamedTuple):
-    name: str
-    params: dict[str, Any]
-    tags: dict[str, str]
-
-
-def trial_run(config: dict[str, Any], trial_id: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None):
+def trial_run(
+    config: dict[str, Any], trial_id: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None
+) -> tuple[str, dict[str, Any], dict[str, str]]:
     """Name, parameters and tags of a trial's run.
 
     Parameters: ``ExperimentConfig.flat()`` (the same keys in every space; a config that does not parse is
@@ -110,4 +100,4 @@ def trial_run(config: dict[str, Any], trial_id: str, sweep: str, sampled: tuple 
         parts.append(f"seed{config.get('seed')}")
     lines = [f"Trial `{trial_id}` of sweep `{sweep}`.", "", "Sampled parameters:"]
     tags[tr.NOTE_TAG] = "\n".join([*lines, *(f"* `{n}` = `{value_at(config, n)!r}`" for n in sampled)])
-    return TrialRun(" ".join([*parts, f"({trial_id})"]), params, tags)
+    return " ".join([*parts, f"({trial_id})"]), params, tags

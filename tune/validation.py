@@ -11,7 +11,7 @@ from dcml_core.config import ExperimentConfig
 from dcml_core.data_bundle import DataBundle, prepare_data
 from dcml_core.evaluation import expand_evaltypes
 from dcml_core.models.backbones import parse_arch, resolve_weights
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, value_at
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ValidationReport:
     def text(self, space: SearchSpace, seed: int) -> str:
         """The ``--dry-run`` output: settings, a table of the sampled values, the first full configuration."""
         names = list(space.distributions())
-        rows = [[str(i + 1), *[_fmt(_lookup(s, n)) for n in names]] for i, s in enumerate(self.samples)]
+        rows = [[str(i + 1), *[_fmt(value_at(s, n)) for n in names]] for i, s in enumerate(self.samples)]
         header = ["#", *[n.split(".")[-1] for n in names]]
         widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
         table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
@@ -43,12 +43,6 @@ class ValidationReport:
             f"All {len(self.configs)} configurations are valid.",
         ]
         return "\n".join(lines)
-
-
-def _lookup(tree: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        tree = tree[part]
-    return tree
 
 
 def _fmt(value: Any) -> str:
