@@ -102,7 +102,7 @@ class SweepWriter:
                 self.parent_run_id = run.info.run_id
                 self._log_params(self.parent_run_id, params)
             for run in self._search(f"tags.`{tr.ROLE_TAG}` = '{tr.TRIAL_ROLE}'"):
-                self.runs[run.data.tags[tr.TRIAL_TAG]] = _state(run)
+                self.runs[run.data.tags.get(tr.TRIAL_TAG, "")] = _state(run)
         except Exception as err:
             if is_outage(err):
                 raise tr.TrackingError(f"MLflow {self.tracking_uri} is unreachable ({_short(err)})") from None
