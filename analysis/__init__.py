@@ -31,7 +31,6 @@ from analysis.mlflow_io import (
     load_trials,
 )
 from analysis.params import config_id
-from analysis.repeats import repeat_configs, repeat_tags, top_k_configs
 from analysis.stats import MeanCI, mean_ci, seed_summary
 from analysis.tables import (
     best_configs,
@@ -74,14 +73,11 @@ __all__ = [
     "mean_ci",
     "paper_table",
     "param_importances",
-    "repeat_configs",
-    "repeat_tags",
     "seed_summary",
     "select_epochs",
     "stack_tables",
     "to_latex",
     "to_markdown",
-    "top_k_configs",
     "trial_table",
     "varying_params",
     "wide_curves",

@@ -1,6 +1,6 @@
 """Read sweeps (and single runs) from any MLflow tracking URI into tidy pandas DataFrames.
 
-Layout read (written by ``tune/sweep_tracker.py`` and ``dcml_core/run_logger.py``): one experiment per sweep,
+Layout read (written by ``tune/mlflow_writer.py`` and ``dcml_core/run_logger.py``): one experiment per sweep,
 a parent run tagged ``dcml.role=parent``, one child run per trial; every run that is not a parent counts as a
 trial, so experiments of ``python -m dcml_core.train`` runs load too. Metrics are logged with step = epoch.
 Only MlflowClient calls are used (no global ``mlflow.set_tracking_uri``): several stores can be read at once.

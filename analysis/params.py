@@ -1,7 +1,7 @@
 """MLflow parameters back to typed configuration values, and the seed-free configuration id.
 
-MLflow stores every parameter as text: the sweep tracker writes lists as JSON
-(``["discriminative", "shared"]``), the single-run logger as ``discriminative,shared``; ``None`` becomes
+MLflow stores every parameter as text (``dcml_core.tracking.param_text``): lists as JSON
+(``["discriminative", "shared"]``; single runs logged before that as ``discriminative,shared``), ``None`` as
 ``"None"``. :func:`canonical_flat` turns either form (or the Python values of ``ExperimentConfig.flat()``)
 into the same typed flat dict, using the type annotations of the configuration dataclasses, without building
 (and validating) an ``ExperimentConfig``, so reading a sweep never imports torch.
@@ -10,7 +10,6 @@ into the same typed flat dict, using the type annotations of the configuration d
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -18,11 +17,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal, Union, get_args, get_origin
 
+from dcml_core import tracking
 from dcml_core.config import ExperimentConfig
-
-# Left out of the configuration id: the seed (what seed repeats vary) and settings that cannot change the
-# numbers or that differ between machines (a data folder, the number of loader processes).
-CONFIG_ID_EXCLUDED = ("seed", "data.root", "data.num_workers")
 
 
 @lru_cache(maxsize=1)
@@ -121,18 +117,14 @@ def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_id(flat_params: Mapping[str, Any]) -> str:
-    """12 hex digits identifying a configuration up to its seed (:data:`CONFIG_ID_EXCLUDED` left out).
+    """12 hex digits identifying a configuration up to its seed (``dcml_core.tracking.config_id``).
 
     Accepts MLflow params (text), ``ExperimentConfig.flat()`` or a nested config dict: the same
     configuration gives the same id in every form. Without any configuration key (e.g. a trial whose config
     did not parse, logged as ``raw_config``), the id hashes the remaining params as logged.
     """
     canon = canonical_flat(flat_params)
-    if not canon:
-        canon = {k: str(v) for k, v in flatten(flat_params).items()}
-    kept = {k: v for k, v in canon.items() if k not in CONFIG_ID_EXCLUDED}
-    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return tracking.config_id(canon or {k: str(v) for k, v in flatten(flat_params).items()})
 
 
 def display_value(value: Any) -> Any:

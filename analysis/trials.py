@@ -25,12 +25,17 @@ import pandas as pd
 
 from analysis.params import canonical_flat, config_fields, config_id, display_value
 from dcml_core.metric_names import OBJECTIVE
+from dcml_core.tracking import (  # the tags the writers set (defined once there)
+    CONFIG_TAG,
+    ERROR_TAG,
+    PARENT_ROLE,
+    REPEAT_TAG,
+    ROLE_TAG,
+    STOPPED_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+)
 
-# Tags written by tune/sweep_tracker.py (and, for seed repeats, tune/run.py via analysis.repeats.repeat_tags).
-ROLE_TAG, PARENT_ROLE = "dcml.role", "parent"
-SWEEP_TAG, TRIAL_TAG = "dcml.sweep", "ray.trial_id"
-STOPPED_TAG, ERROR_TAG = "dcml.stopped_early", "dcml.error"
-REPEAT_TAG, CONFIG_TAG = "dcml.repeat_of", "dcml.config_id"
 TIME_SUFFIX = "eval_time_s"
 SELECTIONS = {"val": "sel_test/", "oracle": "oracle_test/"}  # table conventions -> column prefixes
 

@@ -2,7 +2,7 @@
 
 Two sweeps of the ``demo`` space with ``--search random --seed S`` (same seed, so the same
 configurations, checked trial by trial from Ray's ``params.json``): one with ``--scheduler asha``, one with
-``--scheduler fifo``, run one after the other as subprocesses (``bench_sweep_overhead.run_sweep``: own
+``--scheduler fifo``, run one after the other as subprocesses (``sweep_process.run_sweep``: own
 storage, MLflow store and Ray temp folder, ``OMP_WAIT_POLICY=PASSIVE``; ``--max-concurrent 1`` by default so
 trials do not share the cores and ASHA's decisions do not depend on timing). Measured in the same run:
 
@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_sweep_overhead import SweepRun, breakdown, child_env, run_sweep, warm_up, with_sweep_cpu
+from bench_sweep_overhead import breakdown
 from common import RESULTS_DIR, LoadMonitor, describe_load, machine_info, save_json
+from sweep_process import SweepRun, child_env, run_sweep, warm_up, with_sweep_cpu
 
 from dcml_core.metric_names import OBJECTIVE
 

@@ -4,7 +4,7 @@ Starts ``mlflow server`` (SQLite backend, 127.0.0.1, a free port) and runs ``tun
 1-2 epoch trials, 2 at a time. Then compares Ray's own results (every ``trial_*/result.json`` row) with MLflow:
 every trial must have exactly one child run in a terminal state, and every reported (metric, epoch) must be in
 MLflow exactly once with the reported value. Prints trials, metrics logged, metrics found, duplicates,
-missing, trial retries and the MLflow operations the driver had to buffer; exit code 1 on any mismatch.
+missing, trial retries and the MLflow outage warnings of the driver; exit code 1 on any mismatch.
 Everything started here is stopped by PID.
 
     python benchmarks/load_test.py                      # 40 trials x <= 2 epochs, 2 at a time
@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import LoadMonitor, machine_info, save_json  # noqa: E402
+from dcml_core.tracking import TRIAL_TAG  # noqa: E402
 from tests.test_tune_support import (  # noqa: E402
     free_port,
     http_ok,
@@ -38,7 +39,7 @@ from tests.test_tune_support import (  # noqa: E402
     sweep_env,
     wait_for,
 )
-from tune.sweep_tracker import TRIAL_TAG, metrics_of  # noqa: E402
+from tune.trial_run import metrics_of  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "load_test.json"
 NAME = "load"

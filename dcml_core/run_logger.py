@@ -1,7 +1,8 @@
 """MLflow logging of one single run (``python -m dcml_core.train``): one process, one writer.
 
 The run id is kept next to the checkpoints (``<save dir>/mlflow_run.json``), so ``--resume`` continues the same
-MLflow run instead of opening a second one.
+MLflow run instead of opening a second one. Tags, parameter encoding and the experiment's kind are those of the
+sweeps (:mod:`dcml_core.tracking`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from dcml_core.config import ExperimentConfig
-from dcml_core.tracking import check_tracking_uri, git_commit, package_versions, resolve_tracking_uri
+from dcml_core.tracking import (
+    ERROR_TAG,
+    check_tracking_uri,
+    open_experiment,
+    param_text,
+    resolve_tracking_uri,
+    system_tags,
+)
 
 RUN_FILE = "mlflow_run.json"
 
@@ -44,29 +52,25 @@ class RunLogger:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(self.uri)
-        exp = self.client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        exp_id = open_experiment(self.client, self.experiment)
         run_file = self.save_dir / RUN_FILE
         if self.resume and run_file.is_file():
             self.run_id = json.loads(run_file.read_text())["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
             return
         tags = {
-            "mlflow.runName": self.run_name,
+            **system_tags(command=" ".join(sys.argv)),
             "dcml.method": cfg.model.method,
             "dcml.dataset": cfg.data.dataset,
-            "dcml.command": " ".join(sys.argv),
-            "git.commit": git_commit(),
-            **package_versions(),
         }
         run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.save_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps({"run_id": self.run_id, "tracking_uri": self.uri}))
-        params = {**{k: _param(v) for k, v in cfg.flat().items()}, **{f"data_info.{k}": v for k, v in data_summary.items()}}
+        params = {**cfg.flat(), **{f"data_info.{k}": v for k, v in data_summary.items()}}
         from mlflow.entities import Param
 
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_batch(self.run_id, params=[Param(k, param_text(v)) for k, v in params.items()])
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if not self.enabled or self.client is None:
@@ -81,13 +85,8 @@ class RunLogger:
         if not self.enabled or self.client is None:
             return
         if error:
-            self.client.set_tag(self.run_id, "dcml.error", error[:5000])
+            self.client.set_tag(self.run_id, ERROR_TAG, error[:5000])
         if checkpoint_dir is not None and Path(checkpoint_dir).is_dir():
             self.client.log_artifacts(self.run_id, str(checkpoint_dir), artifact_path="checkpoint")
         self.client.set_terminated(self.run_id, status=status)
 
-
-def _param(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return value

@@ -23,7 +23,7 @@ class SearchSpaceError(ValueError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A registered search space (see ``search_spaces/__init__.py`` for the module contract)."""
+    """A named search space (see ``search_spaces/__init__.py`` for the module contract)."""
 
     name: str
     space: dict[str, Any]
@@ -32,6 +32,7 @@ class SearchSpace:
     scheduler: dict[str, int]
     description: str
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
+    source: str = ""  # the file of its module, named in error messages
 
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> SearchSpace:
@@ -55,6 +56,7 @@ class SearchSpace:
             dict(module.SCHEDULER),
             module.DESCRIPTION.strip(),
             defaults,
+            str(getattr(module, "__file__", "") or ""),
         )
         out.check()
         return out
@@ -128,6 +130,13 @@ class SearchSpace:
     def sample_configs(self, n: int, seed: int = 0) -> list[ExperimentConfig]:
         """``n`` sampled and validated configurations."""
         return [self.build_config(s) for s in self.sample(n, seed)]
+
+
+def value_at(tree: dict[str, Any], dotted: str) -> Any:
+    """``tree["model"]["compos_num"]`` for ``model.compos_num`` (None when missing)."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,13 +1,14 @@
 """Tests of analysis/: the helpers against an MLflow store with known values, the tables, the report command.
 
-The store (built once per session, shared with tests/test_notebooks.py) is laid out as tune/sweep_tracker.py
+The store (built once per session, shared with tests/test_notebooks.py) is laid out as tune/mlflow_writer.py
 and dcml_core/run_logger.py write it:
 
 * ``sweep_a``: parent + 4 trials (t1 full, t2 stopped early, t3 failed, t4 with a validation tie and no test
   evaluation at its best epoch); 2 CPUs per trial;
 * ``sweep_a_repeat``: seed repeats (3 seeds) of t4's and t1's configurations, tagged ``dcml.repeat_of`` and
   ``dcml.config_id``;
-* ``single``: one ``python -m dcml_core.train`` run (no parent, lists logged as ``a,b``);
+* ``single``: one ``python -m dcml_core.train`` run (no parent; lists logged as ``a,b``, as single runs were
+  before they shared the sweeps' encoding: still read);
 * ``empty_sweep``: a parent run only.
 """
 
@@ -42,13 +43,10 @@ from analysis import (
     mean_ci,
     paper_table,
     param_importances,
-    repeat_configs,
-    repeat_tags,
     seed_summary,
     stack_tables,
     to_latex,
     to_markdown,
-    top_k_configs,
 )
 from analysis.importance import infer_distribution
 from analysis.joined import IDENTITY
@@ -96,7 +94,7 @@ def config(name: str, seed: int = 1) -> ExperimentConfig:
 
 
 def tracker_params(cfg: ExperimentConfig) -> dict[str, str]:
-    """Params as tune/sweep_tracker.py logs them (JSON lists, str() otherwise)."""
+    """Params as tune/mlflow_writer.py logs them (JSON lists, str() otherwise)."""
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in cfg.flat().items()}
 
 
@@ -224,7 +222,8 @@ def build_repeat(client: MlflowClient) -> None:
 
 
 def build_single(client: MlflowClient) -> None:
-    """A single run as dcml_core/run_logger.py logs it: lists as ``a,b``, test only at the last epoch."""
+    """A single run as dcml_core/run_logger.py logged it before it shared the sweeps' parameter encoding: lists
+    as ``a,b``, test only at the last epoch."""
     exp = client.create_experiment("single")
     cfg = config("t1").replace(schedule={"n_epochs": 3})
     params = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in cfg.flat().items()}
@@ -354,13 +353,16 @@ def test_curves_are_long_and_skip_summary_keys(uri):
     assert not curves["key"].str.startswith(("best/", "final/")).any()
 
 
-def test_reads_what_the_sweep_tracker_writes(uri, tmp_path):
-    """Contract test against the real writer, tune/sweep_tracker.py (no Ray involved)."""
-    sweep_tracker = pytest.importorskip("tune.sweep_tracker")
-    tracker = sweep_tracker.SweepTracker(uri, tmp_path, "tracked")
-    tracker.start_sweep({"space": "demo", "gpus_per_trial": 0.0, "cpus_per_trial": 3.0}, {})
+def test_reads_what_the_sweep_writer_writes(uri, tmp_path):
+    """Contract test against the real writer, tune/mlflow_writer.py (no Ray involved)."""
+    from tune.mlflow_writer import SweepWriter
+    from tune.repeats import top_k_configs
+    from tune.trial_run import TrialLog
+
+    writer = SweepWriter(uri, "tracked", ("model.compos_num", "optim.lr"))
+    writer.open({"space": "demo", "gpus_per_trial": 0.0, "cpus_per_trial": 3.0}, {})
     cfg = config("t2")
-    tracker.start_trial("trial_x", "trial_x", cfg.flat())
+    log = TrialLog("trial_x", cfg.to_dict())
     for epoch, r1 in enumerate([0.2, 0.4, 0.3], start=1):
         result = {
             "epoch": epoch,
@@ -371,9 +373,10 @@ def test_reads_what_the_sweep_tracker_writes(uri, tmp_path):
         }
         if epoch <= 2:
             result["test/recall_at_1"] = r1 - 0.05
-        tracker.log_result("trial_x", {**result, "best/val/recall_at_1": max(0.2, r1)})
-    tracker.end_trial("trial_x", "FINISHED", {"dcml.stopped_early": "true"}, {"final/val/recall_at_1": 0.3})
-    tracker.finish_sweep({"best_val": 0.4})
+        log.add({**result, "best/val/recall_at_1": max(0.2, r1)})
+    log.finish("stopped early", result)  # final/val/recall_at_1 = 0.3
+    writer.write(log)
+    writer.finish({"best_val": 0.4})
     row = load_sweep("tracked", uri).trials.iloc[0]
     assert (row["best_epoch"], row["sel_test_epoch"], row["sel_test/recall_at_1"]) == (
         2,
@@ -558,36 +561,6 @@ def test_infer_distribution():
     assert (type(lrs).__name__, lrs.log) == ("FloatDistribution", True)
     cats = infer_distribution(pd.Series(["b", "a", "b"]))
     assert cats.choices == ("a", "b")
-
-
-# ---------------------------------------------------------------------------------------------- seed repeats
-def test_top_k_configs_and_repeat_configs(uri):
-    configs = top_k_configs(uri, "sweep_a", 2)
-    assert configs == [config("t4").to_dict(), config("t1").to_dict()]
-    assert len(top_k_configs(uri, "sweep_a", 10)) == 3  # the failed trial is not repeated
-    runs = repeat_configs(configs, seeds=[1, 2, 3])
-    assert [r["seed"] for r in runs] == [1, 2, 3, 1, 2, 3]
-    assert [r["model"]["compos_num"] for r in runs] == [2, 2, 2, 4, 4, 4]
-    assert all(r["schedule"]["n_epochs"] == 5 for r in runs)  # full length, as configured
-    assert len({config_id(r) for r in runs[:3]}) == 1 and config_id(runs[0]) != config_id(runs[3])
-    assert repeat_configs(configs[:1], [5], n_epochs=7)[0]["schedule"]["n_epochs"] == 7
-    assert repeat_tags("sweep_a", runs[0]) == {
-        "dcml.repeat_of": "sweep_a",
-        "dcml.config_id": config_id(config("t4").flat()),
-    }
-
-
-def test_repeat_errors(uri):
-    cfg = [config("t1").to_dict()]
-    for seeds, message in [([], "no seeds"), ([1, 1], "distinct"), (["1"], "integers")]:
-        with pytest.raises(ValueError, match=message):
-            repeat_configs(cfg, seeds)
-    with pytest.raises(ValueError, match="no configurations"):
-        repeat_configs([], [1])
-    with pytest.raises(ValueError, match="positive"):
-        top_k_configs(uri, "sweep_a", 0)
-    with pytest.raises(EmptyExperimentError):
-        top_k_configs(uri, "empty_sweep", 1)
 
 
 # ---------------------------------------------------------------------------------------------- report

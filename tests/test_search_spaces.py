@@ -1,8 +1,11 @@
-"""Every registered search space samples into valid configurations, centred on the paper settings."""
+"""Every search space samples into valid configurations, centred on the paper settings; a new space is found
+without any list (a toy space module is picked up by ``--list``, ``--dry-run`` and the validation)."""
 
 from __future__ import annotations
 
 import math
+import sys
+import textwrap
 
 import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
@@ -13,19 +16,11 @@ from dcml_core.evaluation import expand_evaltypes
 from dcml_core.metric_names import OBJECTIVE
 from search_spaces import SearchSpaceError
 from search_spaces.common import asha_after_lr_drop
+from tests.test_tune_support import tiny_demo  # noqa: F401  (session fixture)
+from tune import run
 from tune.optuna_search import PrunedAwareOptunaSearch
 
-NAMES = [
-    "dcml_cars",
-    "dcml_cub",
-    "dcml_sop",
-    "demo",
-    "diva_cars",
-    "diva_cub",
-    "diva_sop",
-    "margin_cub",
-    "smoke",
-]
+NAMES = search_spaces.available()
 DIVA_PARAMS = [
     "diva.alpha_ssl",
     "diva.alpha_shared",
@@ -36,8 +31,61 @@ DIVA_PARAMS = [
 COMMON_PARAMS = ["optim.lr", "schedule.tau", "schedule.gamma"]
 
 
-def test_registry_lists_every_space() -> None:
-    assert search_spaces.available() == NAMES
+def test_every_space_module_is_found_and_helper_modules_are_not() -> None:
+    published = {"dcml_cub", "dcml_cars", "dcml_sop", "diva_cub", "diva_cars", "diva_sop", "margin_cub"}
+    assert published | {"demo", "smoke"} <= set(NAMES) and NAMES == sorted(NAMES)
+    assert not {"common", "search_space"} & set(NAMES)  # modules without SPACE
+
+
+TOY = """
+    from ray import tune
+    from dcml_core.metric_names import OBJECTIVE
+    from search_spaces.smoke import SPACE as SMOKE
+
+    SPACE = {**SMOKE, "model": {**SMOKE["model"], "compos_num": tune.choice(COMPOS)}, "optim": {"lr": 3e-4}}
+    METRIC, MODE = OBJECTIVE, "max"
+    SCHEDULER = {"grace_period": 1, "reduction_factor": 2, "max_t": SMOKE["schedule"]["n_epochs"]}
+    DEFAULTS = {"num_samples": 3, "cpus_per_trial": 1}
+    DESCRIPTION = "toy space of a test"
+"""
+
+
+@pytest.fixture()
+def toy_space(tmp_path, monkeypatch):
+    """Write a space module into a folder of the search_spaces package (here: an extra folder of its path)."""
+
+    def write(compos: list[int]) -> None:
+        (tmp_path / "toy.py").write_text(textwrap.dedent(TOY).replace("COMPOS", repr(compos)))
+        sys.modules.pop("search_spaces.toy", None)
+
+    monkeypatch.setattr(search_spaces, "__path__", [*search_spaces.__path__, str(tmp_path)])
+    yield write
+    sys.modules.pop("search_spaces.toy", None)
+
+
+def test_a_new_space_is_one_module_found_by_list_dry_run_and_validation(
+    toy_space, tiny_demo, tmp_path, capsys  # noqa: F811
+) -> None:
+    toy_space([2, 4])
+    assert "toy" in search_spaces.available() and search_spaces.get("toy").description == "toy space of a test"
+    assert run.main(["--list"]) == 0
+    assert "toy: toy space of a test\n    3 epochs, samples model.compos_num, model.ensemble_num" in capsys.readouterr().out
+    dry = ["--space", "toy", "--data-root", str(tiny_demo), "--dry-run", "--storage", str(tmp_path / "ray")]
+    assert run.main([*dry, "--mlflow-uri", str(tmp_path / "mlflow")]) == 0
+    out = capsys.readouterr().out
+    assert "Search space 'toy': toy space of a test" in out and "All 3 configurations are valid." in out
+    with pytest.raises(SearchSpaceError, match="Did you mean 'toy'"):
+        search_spaces.get("toyy")
+
+    toy_space([2, 3])  # 3 composites cannot be split over the 2 heads: refused before any data is read
+    assert run.main([*dry, "--mlflow-uri", str(tmp_path / "mlflow")]) == 2
+    err = capsys.readouterr().err
+    assert "search space 'toy': model.compos_num = 3" in err and str(tmp_path / "toy.py") in err, err
+
+
+def test_a_broken_space_module_is_named() -> None:
+    with pytest.raises(SearchSpaceError, match="search space module 'nope' cannot be imported"):
+        search_spaces._module("nope")
 
 
 def test_unknown_space_names_the_available_ones_and_a_suggestion() -> None:

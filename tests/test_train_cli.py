@@ -11,6 +11,7 @@ import torch
 
 from dcml_core import train
 from dcml_core.engine import Engine
+from dcml_core.tracking import EXPERIMENT_KIND, git_state, param_text
 
 DCML_README_1 = (
     "--dataset cub200 --tau 55 --gamma 0.2 --gpu 0 --seed 0 --compos_num 4 --ensemble_num 4 --embed_dim 128 --bs 100 "
@@ -114,6 +115,11 @@ def test_run_logs_to_mlflow_and_resumes_the_same_run(tiny_demo_root, tmp_path, m
     (run,) = client.search_runs([client.get_experiment_by_name("dcml_core.train").experiment_id])
     assert run.info.status == "FAILED" and "simulated crash" in run.data.tags["dcml.error"]
     assert run.data.params["model.method"] == "margin" and run.data.params["data.batch_size"] == "32"
+    # the same encoding, tags and experiment kind as the sweeps (dcml_core/tracking.py)
+    assert run.data.params["model.features"] == param_text(["discriminative"]) == '["discriminative"]'
+    assert run.data.tags["mlflow.source.git.commit"] == git_state()[0] and run.data.tags["mlflow.user"]
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_KIND["mlflow.experimentKind"]
 
     assert train.main(["--resume", str(save / "latest"), "--mlflow_uri", uri, "--threads", "2"]) == 0
     (run,) = client.search_runs([run.info.experiment_id])

@@ -14,7 +14,7 @@ from ray.tune.schedulers import ASHAScheduler
 from dcml_core.metric_names import EPOCH, OBJECTIVE
 from tests.test_tune_support import REPO, short_tmp  # noqa: F401  (fixture)
 from tune import mlflow_callback
-from tune.mlflow_callback import MLflowSweepCallback, tracker_for
+from tune.mlflow_callback import MLflowSweepCallback, writer_for
 from tune.optuna_search import PrunedAwareOptunaSearch, study_storage
 
 MAX_T = 4
@@ -40,10 +40,10 @@ def local_ray(short_tmp):  # noqa: F811
 
 
 def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path, local_ray) -> None:
-    mlflow_callback._TRACKERS.clear()
+    mlflow_callback._WRITERS.clear()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = tracker_for(uri, tmp_path, "asha")
-    tracker.start_sweep({"space": "toy"}, {})
+    writer = writer_for(uri, "asha")
+    writer.open({"space": "toy"}, {})
     searcher = PrunedAwareOptunaSearch(
         sampler=optuna.samplers.TPESampler(seed=1),
         max_t=MAX_T,
@@ -66,7 +66,7 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path,
             name="asha",
             storage_path=str(tmp_path / "ray"),
             verbose=0,
-            callbacks=[MLflowSweepCallback(uri, tmp_path, "asha", MAX_T)],
+            callbacks=[MLflowSweepCallback(uri, "asha", MAX_T)],
         ),
     )
     results = tuner.fit()
@@ -89,10 +89,10 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path,
 
     client = MlflowClient(uri)
     for trial_id, n in epochs.items():
-        run = client.get_run(tracker.run_id(trial_id))
+        run = client.get_run(writer.find(trial_id).run_id)
         assert run.info.status == "FINISHED"
         assert run.data.tags["dcml.stopped_early"] == ("true" if trial_id in stopped else "false")
         assert [m.step for m in client.get_metric_history(run.info.run_id, OBJECTIVE)] == list(
             range(1, n + 1)
         )
-    mlflow_callback._TRACKERS.clear()
+    mlflow_callback._WRITERS.clear()

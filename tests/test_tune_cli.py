@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +65,7 @@ def cub_root(tmp_path, monkeypatch) -> Path:
             "server http://127.0.0.1:9 is unreachable",
         ),
         (["--space", "demo", "--mlflow-uri", "file:///tmp/mlruns"], "file store"),
-        (["--space", "demo", "--name", "nothing-here", "--resume"], "no sweep to resume"),
+        (["--space", "demo", "--name", "nothing-here", "--resume"], "no sweep 'nothing-here' in "),
     ],
 )
 def test_invalid_input_is_one_line_and_exit_code_2(capsys, argv, message) -> None:
@@ -171,29 +171,31 @@ def test_resume_refuses_to_change_the_sweep_definition(capsys, tmp_path) -> None
     )  # same store given as a folder, but the driver never got far
 
 
-def test_dry_run_of_a_clone_from_another_folder(tmp_path, tiny_demo, short_tmp) -> None:  # noqa: F811
-    """``python <clone>/tune/run.py`` uses the clone's packages from any folder (installed or not)."""
-    clone = tmp_path / "clone"
-    for package in ("dcml_core", "tune", "search_spaces"):
-        shutil.copytree(REPO / package, clone / package, ignore=shutil.ignore_patterns("__pycache__"))
-    env = sweep_env(short_tmp)
-    script = str(clone / "tune" / "run.py")
-    argv = [script, "--space", "smoke", "--data-root", str(tiny_demo), "--dry-run", "--num-samples", "3"]
+@pytest.mark.parametrize("command", [["tune/run.py"], ["-m", "tune.run"]])
+def test_the_sweep_command_runs_as_a_script_and_as_a_module(tiny_demo, short_tmp, command) -> None:  # noqa: F811
+    """``python tune/run.py`` (from the repository root) and ``python -m tune.run`` are the same command; the
+    package is imported as installed (here: ``PYTHONPATH`` = this checkout), without any ``sys.path`` edit."""
+    argv = ["--space", "smoke", "--data-root", str(tiny_demo), "--dry-run", "--num-samples", "3"]
     proc = subprocess.run(
-        [sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
-    )
+        [sys.executable, *command, *argv], cwd=REPO, env=sweep_env(short_tmp), capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "All 3 configurations are valid." in proc.stdout
     assert '"n_train_classes": 26' in proc.stdout  # smoke holds half of the 52 training classes out
-    probe = (
-        "import runpy, sys; sys.argv = ['run.py', '--list']; runpy.run_path(sys.argv_script); "
-        "import tune, search_spaces as s, dcml_core as c; print(tune.__file__, s.__file__, c.__file__)"
-    ).replace("sys.argv_script", repr(script))
-    proc = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+
+
+def test_no_module_of_tune_shadows_a_top_level_module() -> None:
+    """``python tune/run.py`` puts ``tune/`` first on ``sys.path``: a module there named like a top-level module
+    (``outcome``, ``progress``...) would be imported instead of it by the libraries."""
+    names = [p.stem for p in (REPO / "tune").glob("*.py") if p.stem != "__init__"]
+    code = (
+        "import importlib.util, sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+        f"print([n for n in {names!r} if importlib.util.find_spec(n) is not None])"
     )
-    assert proc.returncode == 0, proc.stderr
-    assert all(path.startswith(str(clone)) for path in proc.stdout.split()[-3:]), proc.stdout
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr)
 
 
 def test_a_corrupt_image_in_the_data_set_is_named_before_ray_starts(capsys, cub_root) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from dcml_core.tracking import ERROR_TAG, TRIAL_TAG
 from tests.faults import FAULTS, claims, fault_env
 from tests.test_tune_support import run_sweep_cli, sweep_env, tail, tiny_demo  # noqa: F401  (fixture)
-from tune.sweep_tracker import ERROR_TAG, TRIAL_TAG
 
 EPOCHS = 4
 NAME = "faults"

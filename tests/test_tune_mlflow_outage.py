@@ -34,9 +34,10 @@ from tests.test_tune_support import (
 )
 from tests.test_tune_tracker import FakeTrial
 from tune import mlflow_callback
-from tune.mlflow_callback import MLflowSweepCallback, final_metrics, tracker_for
+from tune.mlflow_callback import MLflowSweepCallback, writer_for
+from tune.mlflow_writer import HTTP_LIMITS
 from tune.run import main as run_main
-from tune.sweep_tracker import HTTP_LIMITS, metrics_of
+from tune.trial_run import final_metrics, metrics_of
 
 BIN = Path(sys.executable).parent
 
@@ -85,13 +86,13 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def fresh_trackers(monkeypatch):
-    for key in HTTP_LIMITS:  # the tracker sets them for its process: restore them after each test
+def fresh_writers(monkeypatch):
+    for key in HTTP_LIMITS:  # the writer sets them for its process: restore them after each test
         monkeypatch.setenv(key, HTTP_LIMITS[key])
         monkeypatch.delenv(key)
-    mlflow_callback._TRACKERS.clear()
+    mlflow_callback._WRITERS.clear()
     yield
-    mlflow_callback._TRACKERS.clear()
+    mlflow_callback._WRITERS.clear()
 
 
 def _result(trial: str, epoch: int) -> dict[str, Any]:
@@ -134,10 +135,10 @@ def test_callback_buffers_while_the_server_is_down_and_delivers_everything_once(
     server, tmp_path, capsys
 ) -> None:
     name = "unit"
-    tracker = tracker_for(server.uri, tmp_path / "state", name)
-    tracker.start_sweep({"space": "smoke"}, {})
-    tracker.retry_interval = 0.3
-    cb = MLflowSweepCallback(server.uri, tmp_path / "state", name, max_epochs=4)
+    writer = writer_for(server.uri, name)
+    writer.open({"space": "smoke"}, {})
+    writer.retry_interval = 0.3
+    cb = MLflowSweepCallback(server.uri, name, max_epochs=4)
     config = search_spaces.get("smoke").sample(1, seed=0)[0]
     a, b = FakeTrial("a", config), FakeTrial("b", config)
     fed: dict[str, list] = {"a": [], "b": []}
@@ -147,7 +148,7 @@ def test_callback_buffers_while_the_server_is_down_and_delivers_everything_once(
 
     server.stop()
     began = time.time()
-    cb.on_trial_start(0, [a, b], b)  # fails (bounded retries), then everything is buffered in order
+    cb.on_trial_start(0, [a, b], b)  # fails (bounded retries), then every update waits in its trial's log
     for epoch in (1, 2):
         _feed(cb, b, epoch, fed)
     _feed(cb, a, 3, fed)
@@ -159,7 +160,7 @@ def test_callback_buffers_while_the_server_is_down_and_delivers_everything_once(
     _feed(cb, a, 4, fed)
     _complete(cb, a)
     assert time.time() - began < 10  # MLflow's own retries are bounded; then a fast /health probe
-    assert tracker.pending == 7
+    assert sorted(writer.pending) == ["a", "b"]
     err = capsys.readouterr().err
     assert err.count(f"MLflow {server.uri} unreachable: buffering; will retry") == 1, err
 
@@ -167,12 +168,12 @@ def test_callback_buffers_while_the_server_is_down_and_delivers_everything_once(
     time.sleep(0.4)
     cb.on_step_end(0, [a, b])
     out = capsys.readouterr().out
-    assert tracker.pending == 0 and "delivered 7 buffered operation(s)" in out, out
+    assert not writer.pending and "delivered the buffered updates of 2 trial(s)" in out, out
     _feed(cb, b, 3, fed)
     _feed(cb, b, 4, fed)
     _complete(cb, b)
     cb.on_experiment_end([a, b])
-    tracker.finish_sweep({"sweep/trials_completed": 2})
+    writer.finish({"sweep/trials_completed": 2})
 
     client = MlflowClient(server.uri)
     exp = client.get_experiment_by_name(name)
@@ -190,16 +191,16 @@ def test_callback_buffers_while_the_server_is_down_and_delivers_everything_once(
 def test_a_request_that_reached_the_server_before_failing_is_not_logged_twice(
     server, tmp_path, capsys
 ) -> None:
-    tracker = tracker_for(server.uri, tmp_path / "state", "in_doubt")
-    tracker.start_sweep({}, {})
-    tracker.retry_interval = 0.0
-    cb = MLflowSweepCallback(server.uri, tmp_path / "state", "in_doubt", max_epochs=3)
+    writer = writer_for(server.uri, "in_doubt")
+    writer.open({}, {})
+    writer.retry_interval = 0.0
+    cb = MLflowSweepCallback(server.uri, "in_doubt", max_epochs=3)
     trial = FakeTrial("c", search_spaces.get("smoke").sample(1, seed=0)[0])
     fed: dict[str, list] = {"c": []}
     cb.on_trial_start(0, [trial], trial)
     _feed(cb, trial, 1, fed)
 
-    real = tracker.client.log_batch
+    real = writer.client.log_batch
     calls = {"n": 0}
 
     def delivered_then_lost(run_id, metrics=(), params=(), tags=(), **kw):
@@ -208,15 +209,15 @@ def test_a_request_that_reached_the_server_before_failing_is_not_logged_twice(
         if metrics and calls["n"] == 1:  # the server applied it; the answer never came back
             raise requests.ConnectionError("connection reset by peer")
 
-    tracker.client.log_batch = delivered_then_lost
-    _feed(cb, trial, 2, fed)  # applied, yet reported as failed: buffered in doubt
-    assert tracker.pending == 1
-    _feed(cb, trial, 3, fed)  # the retry first re-checks epoch 2 against MLflow's history
+    writer.client.log_batch = delivered_then_lost
+    _feed(cb, trial, 2, fed)  # applied, yet reported as failed: kept for a retry
+    assert list(writer.pending) == ["c"]
+    _feed(cb, trial, 3, fed)  # the retry reads the run's last epoch again (2) before logging
     _complete(cb, trial)
-    assert tracker.pending == 0
-    run_id = tracker.run_id("c")
-    assert _histories(tracker.client, run_id) == _expected(fed["c"], final=True)
-    assert "delivered 1 buffered operation(s)" in capsys.readouterr().out
+    assert not writer.pending
+    run_id = writer.find("c").run_id
+    assert _histories(writer.client, run_id) == _expected(fed["c"], final=True)
+    assert "delivered the buffered updates of 1 trial(s)" in capsys.readouterr().out
 
 
 def _args(tmp_path: Path, tiny: Path, uri: str) -> list[str]:

@@ -6,10 +6,12 @@ import math
 
 import pytest
 
-from tune.cli import SweepSettings
-from tune.summary import TrialRecord, best_table, counts, device_hours, summary_text, trial_status
+import search_spaces
+from tune.plan import SweepPlan
+from tune.settings import SweepSettings
+from tune.summary import TrialRecord, best_table, counts, device_hours, summary_text
 from tune.trainable import BestSoFar
-from tune.tuner import asha_rungs
+from tune.trial_outcome import outcome
 
 
 def _record(tid: str, status: str, val: float, test: float, epochs: int, seconds: float) -> TrialRecord:
@@ -24,12 +26,12 @@ RECORDS = [
 ]
 
 
-def test_trial_status_from_ray_status_and_epochs() -> None:
-    assert trial_status("TERMINATED", 6, 6) == "completed"
-    assert trial_status("TERMINATED", 2, 6) == "stopped early"
-    assert trial_status("ERROR", 3, 6) == "failed"
-    assert trial_status("RUNNING", 3, 6) == "unfinished"
-    assert trial_status("TERMINATED", 3, 6, done=False) == "unfinished"  # stopped by Ctrl-C, not by ASHA
+def test_trial_outcome_from_ray_status_and_epochs() -> None:
+    assert outcome("TERMINATED", True, 6, 6) == "completed"
+    assert outcome("TERMINATED", True, 2, 6) == "stopped early"
+    assert outcome("ERROR", False, 3, 6) == "failed"
+    assert outcome("RUNNING", False, 3, 6) == "unfinished"
+    assert outcome("TERMINATED", False, 3, 6) == "unfinished"  # stopped by Ctrl-C, not by ASHA
 
 
 def test_best_table_ranks_by_validation_not_test() -> None:
@@ -73,9 +75,16 @@ def test_best_so_far_round_trips_through_the_checkpoint_folder(tmp_path) -> None
     assert BestSoFar.load(tmp_path / "missing") == BestSoFar()
 
 
+def _settings(scheduler: str = "asha", storage: str = "/tmp/x") -> SweepSettings:
+    return SweepSettings("demo", "n", storage, None, 8, None, scheduler, "optuna", None, 1, 2, None, "x", 0)
+
+
 def test_asha_rungs() -> None:
-    assert asha_rungs({"grace_period": 75, "reduction_factor": 3, "max_t": 300}) == [75, 225]
-    assert asha_rungs({"grace_period": 2, "reduction_factor": 2, "max_t": 6}) == [2, 4]
+    assert SweepPlan(search_spaces.get("dcml_cub"), _settings()).rungs() == [75, 225]
+    demo = search_spaces.get("demo").with_overrides(max_epochs=6)  # grace 1, reduction factor 2
+    assert SweepPlan(demo, _settings()).rungs() == [1, 2, 4]
+    assert SweepPlan(demo, _settings("fifo")).rungs() == []
+    assert SweepPlan(demo, _settings(), configs=({"schedule": {"n_epochs": 3}},)).rungs() == []  # fixed configs
 
 
 def test_sweep_folders(tmp_path) -> None:

@@ -57,11 +57,16 @@ def short_tmp() -> Path:
 
 def sweep_env(ray_tmp: Path, **extra: str) -> dict[str, str]:
     """Environment for the commands a test starts: no Ray token auth, a private Ray temp dir, no inherited
-    MLflow store or Ray address, and no PYTHONPATH (``tune/run.py`` must find the repository by itself)."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "PYTHONPATH")
-    }
-    env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0", **extra)
+    MLflow store or Ray address, and ``PYTHONPATH`` = this checkout (the commands import the package; this
+    makes them run the code under test even where another checkout of it is installed)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        RAY_TMPDIR=str(ray_tmp),
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONPATH=str(REPO),
+        **extra,
+    )
     return env
 
 

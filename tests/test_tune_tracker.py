@@ -1,4 +1,5 @@
-"""The MLflow side of a sweep, without Ray: nesting, resume without duplicates, closing runs, lost state."""
+"""The MLflow side of a sweep, without Ray: nesting, resume without duplicates, closing runs, runs found again by
+their tags, and what the MLflow UI shows (experiment kind, run names, sampled parameters, system tags)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ import pytest
 from mlflow import MlflowClient
 
 import search_spaces
-from dcml_core.tracking import TrackingError
+from dcml_core.config import ExperimentConfig
+from dcml_core.tracking import EXPERIMENT_KIND, TrackingError, config_id, git_state, param_text
 from tune import mlflow_callback
-from tune.mlflow_callback import MLflowSweepCallback, tracker_for
-from tune.sweep_tracker import STATE_FILE, metrics_of
+from tune.mlflow_callback import MLflowSweepCallback, writer_for
+from tune.trial_run import TrialLog, metrics_of, short, trial_run
+
+SAMPLED = tuple(search_spaces.get("smoke").distributions())
 
 
 @dataclass
 class FakeTrial:
-    """The attributes of ``ray.tune.experiment.Trial`` the callback reads."""
+    """The attributes of ``ray.tune.experiment.Trial`` the callbacks read."""
 
     trial_id: str
     config: dict[str, Any]
@@ -30,9 +34,6 @@ class FakeTrial:
 
     def get_error(self) -> str | None:
         return self.error
-
-    def __str__(self) -> str:
-        return f"dcml_trial_{self.trial_id}"
 
 
 def _result(epoch: int, value: float) -> dict[str, Any]:
@@ -58,24 +59,19 @@ def store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def sweep(tmp_path, store, request):
-    """A tracker with a started parent run in an experiment named after the test."""
-    mlflow_callback._TRACKERS.clear()
-    uri = f"sqlite:///{store}"
-    state = tmp_path / "sweep"
-    name = request.node.name[:60]
-    tracker = tracker_for(uri, state, name)
-    tracker.start_sweep({"space": "smoke", "seed": 0}, {"dcml.command": "python tune/run.py --space smoke"})
+def sweep(store, request):
+    """A writer with an opened parent run in an experiment named after the test."""
+    mlflow_callback._WRITERS.clear()
+    uri, name = f"sqlite:///{store}", request.node.name[:60]
+    writer = writer_for(uri, name, SAMPLED)
+    writer.open({"space": "smoke", "seed": 0}, {"dcml.command": "python tune/run.py --space smoke"})
     config = search_spaces.get("smoke").sample(1, seed=0)[0]
-    yield {
-        "uri": uri,
-        "state": state,
-        "tracker": tracker,
-        "config": config,
-        "client": MlflowClient(uri),
-        "name": name,
-    }
-    mlflow_callback._TRACKERS.clear()
+    yield {"uri": uri, "writer": writer, "config": config, "client": MlflowClient(uri), "name": name}
+    mlflow_callback._WRITERS.clear()
+
+
+def _callback(sweep: dict, max_epochs: int) -> MLflowSweepCallback:
+    return MLflowSweepCallback(sweep["uri"], sweep["name"], max_epochs, SAMPLED)
 
 
 def _runs(client: MlflowClient, experiment: str) -> list:
@@ -88,7 +84,7 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 
 
 def test_child_runs_nest_under_the_parent_with_params_tags_and_epoch_steps(sweep) -> None:
-    cb = MLflowSweepCallback(sweep["uri"], sweep["state"], sweep["name"], max_epochs=3)
+    cb = _callback(sweep, max_epochs=3)
     trial = FakeTrial("t1", sweep["config"])
     cb.on_trial_start(0, [trial], trial)
     for epoch in (1, 2):
@@ -101,7 +97,7 @@ def test_child_runs_nest_under_the_parent_with_params_tags_and_epoch_steps(sweep
     runs = {r.data.tags["dcml.role"]: r for r in _runs(client, sweep["name"])}
     child, parent = runs["trial"], runs["parent"]
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert child.data.tags["ray.trial_id"] == "t1" and child.info.run_name == "dcml_trial_t1"
+    assert child.data.tags["ray.trial_id"] == "t1"
     assert child.data.tags["dcml.stopped_early"] == "true"  # 2 of 3 epochs
     assert child.info.status == "FINISHED"
     assert child.data.params["model.compos_num"] in ("2", "4")
@@ -113,25 +109,23 @@ def test_child_runs_nest_under_the_parent_with_params_tags_and_epoch_steps(sweep
 
 
 def test_resumed_sweep_continues_the_same_runs_without_duplicate_steps(sweep) -> None:
-    cb = MLflowSweepCallback(sweep["uri"], sweep["state"], sweep["name"], max_epochs=4)
+    cb = _callback(sweep, max_epochs=4)
     trial = FakeTrial("t1", sweep["config"])
     cb.on_trial_start(0, [trial], trial)
     for epoch in (1, 2, 3):
         cb.on_trial_result(0, [trial], trial, _result(epoch, 0.1 * epoch))
-    parent_id = sweep["tracker"].parent_run_id
+    parent_id = sweep["writer"].parent_run_id
 
     # the driver dies; a new process restores Tune's pickled callback and opens the sweep again
-    mlflow_callback._TRACKERS.clear()
+    mlflow_callback._WRITERS.clear()
     restored = pickle.loads(pickle.dumps(cb))
-    tracker = tracker_for(sweep["uri"], sweep["state"], sweep["name"])
-    assert (
-        tracker.start_sweep({"space": "smoke", "seed": 0}, {"dcml.command": "resume"}, resume=True)
-        == parent_id
-    )
+    writer = writer_for(sweep["uri"], sweep["name"], SAMPLED)
+    assert not writer.open({"space": "smoke", "seed": 0}, {"dcml.command": "resume"}, resume=True)
+    assert writer.parent_run_id == parent_id and writer.session == 1
     trial = FakeTrial("t1", sweep["config"])  # restored from checkpoint 2: epochs 3 and 4 arrive
     restored.on_trial_start(0, [trial], trial)
     for epoch in (3, 4):
-        trial.last_result = _result(epoch, 0.1 * epoch)
+        trial.last_result = _result(epoch, 0.1 * epoch + (0.5 if epoch == 3 else 0))  # epoch 3 differs
         restored.on_trial_result(0, [trial], trial, trial.last_result)
     trial.status = "TERMINATED"
     restored.on_trial_complete(0, [trial], trial)
@@ -143,26 +137,45 @@ def test_resumed_sweep_continues_the_same_runs_without_duplicate_steps(sweep) ->
     run_id = children[0].info.run_id
     for key in ("val/recall_at_1", "train/loss", "epoch"):
         assert _steps(client, run_id, key) == [1, 2, 3, 4], key
+    epoch3 = [m.value for m in client.get_metric_history(run_id, "val/recall_at_1") if m.step == 3]
+    assert epoch3 == [pytest.approx(0.3)]  # the first report of an epoch stays
     assert _steps(client, run_id, "final/val/recall_at_1") == [4]
     assert children[0].data.tags["dcml.stopped_early"] == "false"
+    parent = client.get_run(parent_id)
+    assert [k for k in parent.data.tags if k.startswith("dcml.resumed_at.")] != []
 
 
-def test_runs_are_found_again_by_their_tags_when_the_state_file_is_lost(sweep) -> None:
-    tracker = sweep["tracker"]
-    run_id = tracker.start_trial("t9", "dcml_trial_t9", {"a": 1})
-    parent_id = tracker.parent_run_id
-    (sweep["state"] / STATE_FILE).unlink()
-    mlflow_callback._TRACKERS.clear()
-    again = tracker_for(sweep["uri"], sweep["state"], sweep["name"])
+def test_runs_are_found_again_by_their_tags_in_a_new_process(sweep) -> None:
+    log = TrialLog("t9", sweep["config"])
+    log.add(_result(1, 0.5))
+    sweep["writer"].write(log)
+    run_id, parent_id = sweep["writer"].runs["t9"].run_id, sweep["writer"].parent_run_id
+    mlflow_callback._WRITERS.clear()
+    again = writer_for(sweep["uri"], sweep["name"], SAMPLED)
     with pytest.raises(TrackingError, match="continue it with --resume"):
-        again.start_sweep({}, {})  # a new sweep may not take over an existing one
-    assert again.start_sweep({}, {}, resume=True) == parent_id
-    assert again.run_id("t9") == run_id
-    assert again.start_trial("t9", "dcml_trial_t9", {"a": 1}) == run_id  # same params may be logged again
+        again.open({}, {})  # a new sweep may not take over an existing one
+    assert not again.open({}, {}, resume=True) and again.parent_run_id == parent_id
+    assert again.runs["t9"].run_id == run_id and again.runs["t9"].last_step == 1  # all of it from MLflow
+    log = TrialLog("t9", sweep["config"])
+    for epoch in (1, 2):
+        log.add(_result(epoch, 0.5))
+    again.write(log)
+    assert again.counts["created"] == 0 and again.counts["present"] == len(metrics_of(_result(1, 0.5)))
+    assert _steps(sweep["client"], run_id, "epoch") == [1, 2]
+
+
+def test_a_run_created_without_its_parameters_gets_them_when_found(sweep) -> None:
+    writer, client = sweep["writer"], sweep["client"]
+    name, params, tags = trial_run(sweep["config"], "cut", sweep["name"], SAMPLED)
+    bare = client.create_run(writer.experiment_id, run_name=name, tags=tags).info.run_id  # its params were lost
+    writer.runs.clear()
+    writer.write(TrialLog("cut", sweep["config"]))
+    assert client.get_run(bare).data.params == {k: param_text(v) for k, v in params.items()}
+    assert writer.counts["created"] == 0
 
 
 def test_failed_trial_gets_failed_status_and_the_error_line(sweep) -> None:
-    cb = MLflowSweepCallback(sweep["uri"], sweep["state"], sweep["name"], max_epochs=3)
+    cb = _callback(sweep, max_epochs=3)
     trial = FakeTrial(
         "t2", sweep["config"], error="Traceback ...\n  File x\nNonFiniteLossError: training loss is nan\n"
     )
@@ -170,7 +183,7 @@ def test_failed_trial_gets_failed_status_and_the_error_line(sweep) -> None:
     cb.on_trial_result(0, [trial], trial, _result(1, 0.1))
     trial.status = "ERROR"
     cb.on_trial_error(0, [trial], trial)
-    run = sweep["client"].get_run(sweep["tracker"].run_id("t2"))
+    run = sweep["client"].get_run(sweep["writer"].find("t2").run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["dcml.error"] == "NonFiniteLossError: training loss is nan"
 
@@ -178,7 +191,7 @@ def test_failed_trial_gets_failed_status_and_the_error_line(sweep) -> None:
 def test_experiment_end_closes_runs_of_trials_that_ended_unseen_and_interrupted_runs_are_killed(
     sweep,
 ) -> None:
-    cb = MLflowSweepCallback(sweep["uri"], sweep["state"], sweep["name"], max_epochs=2)
+    cb = _callback(sweep, max_epochs=2)
     done, running = FakeTrial("t3", sweep["config"]), FakeTrial("t4", sweep["config"])
     for trial in (done, running):
         cb.on_trial_start(0, [done, running], trial)
@@ -188,19 +201,21 @@ def test_experiment_end_closes_runs_of_trials_that_ended_unseen_and_interrupted_
     done.last_result["done"] = True
     running.status = "TERMINATED"  # Ctrl-C: Tune marks the trials it stops TERMINATED, without a final result
     cb.on_experiment_end([done, running])
-    client, tracker = sweep["client"], sweep["tracker"]
-    assert client.get_run(tracker.run_id("t3")).info.status == "FINISHED"
-    assert client.get_run(tracker.run_id("t4")).info.status == "RUNNING"
-    assert tracker.close_unfinished("KILLED") == [tracker.run_id("t4")]
-    assert client.get_run(tracker.run_id("t4")).info.status == "KILLED"
-    assert client.get_run(tracker.parent_run_id).info.status == "RUNNING"  # the parent is ended separately
-    tracker.finish_sweep({"sweep/trials_completed": 1, "sweep/nan": math.nan})
-    parent = client.get_run(tracker.parent_run_id)
+    client, writer = sweep["client"], sweep["writer"]
+    run_of = {t: writer.find(t).run_id for t in ("t3", "t4")}
+    assert client.get_run(run_of["t3"]).info.status == "FINISHED"
+    assert client.get_run(run_of["t4"]).info.status == "RUNNING"
+    assert writer.finish({"sweep/trials_completed": 1, "sweep/nan": math.nan}) == [run_of["t4"]]
+    assert client.get_run(run_of["t4"]).info.status == "KILLED"  # the interrupted one
+    parent = client.get_run(writer.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics == {"sweep/trials_completed": 1.0}
-    # a trial that reports again after a resume is set RUNNING again
-    cb2 = MLflowSweepCallback(sweep["uri"], sweep["state"], sweep["name"], max_epochs=2)
-    cb2.on_trial_result(0, [running], running, _result(2, 0.4))
-    assert client.get_run(tracker.run_id("t4")).info.status == "RUNNING"
+    # a trial that reports again after a resume is set RUNNING again, and its real end replaces KILLED
+    cb2 = _callback(sweep, max_epochs=2)
+    running.last_result = _result(2, 0.4)
+    cb2.on_trial_result(0, [running], running, running.last_result)
+    assert client.get_run(run_of["t4"]).info.status == "RUNNING"
+    cb2.on_trial_complete(0, [running], running)
+    assert client.get_run(run_of["t4"]).info.status == "FINISHED"
 
 
 def test_metrics_of_keeps_only_finite_training_and_evaluation_values() -> None:
@@ -208,15 +223,46 @@ def test_metrics_of_keeps_only_finite_training_and_evaluation_values() -> None:
     assert out == {"epoch": 2.0, "val/recall_at_1": 0.5, "train/loss": 0.5, "best/val/recall_at_1": 0.5}
 
 
-def test_artifacts_of_a_sqlite_store_go_next_to_the_database(sweep, store, tmp_path) -> None:
-    tracker = sweep["tracker"]
-    tracker.start_trial("t5", "dcml_trial_t5", {})
+def test_best_checkpoints_are_uploaded_to_ended_runs_next_to_a_sqlite_database(sweep, store, tmp_path) -> None:
+    log = TrialLog("t5", sweep["config"])
+    log.add(_result(1, 0.5))
+    log.finish("completed", _result(1, 0.5))
+    sweep["writer"].write(log)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "state.pt").write_bytes(b"x" * 10)
-    tracker.log_checkpoint("t5", ckpt)
-    client = sweep["client"]
-    assert [a.path for a in client.list_artifacts(tracker.run_id("t5"), "checkpoint")] == [
-        "checkpoint/state.pt"
-    ]
+    upload = TrialLog("t5", sweep["config"])  # what the driver does at the end for the best trials
+    upload.checkpoint = str(ckpt)
+    sweep["writer"].write(upload)
+    run = sweep["client"].get_run(sweep["writer"].find("t5").run_id)
+    assert [a.path for a in sweep["client"].list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
     assert (store.parent / "mlartifacts" / sweep["name"]).is_dir()
+    assert run.info.status == "FINISHED"  # an upload does not reopen the run
+
+
+def test_the_mlflow_ui_opens_on_runs_named_by_their_sampled_values(sweep) -> None:
+    """Experiment kind (MLflow 3's classic runs view), run names and description with the sampled values, the
+    sampled names, MLflow's own system tags, the seed-free config id."""
+    writer, client = sweep["writer"], sweep["client"]
+    writer.write(TrialLog("c3fbaa19", sweep["config"]))
+    exp = client.get_experiment_by_name(sweep["name"])
+    assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_KIND["mlflow.experimentKind"] == "custom_model_development"
+    run = client.get_run(writer.find("c3fbaa19").run_id)
+    config = sweep["config"]
+    m, k, lr = config["model"]["compos_num"], config["model"]["ensemble_num"], config["optim"]["lr"]
+    assert run.info.run_name.startswith(f"M{m} K{k} lr{short(lr)} ") and run.info.run_name.endswith(" (c3fbaa19)")
+    assert run.data.tags["dcml.sampled"].split(",") == list(SAMPLED)
+    note = run.data.tags["mlflow.note.content"]
+    assert all(f"`{name}`" in note for name in SAMPLED) and repr(lr) in note
+    commit, dirty = git_state()
+    assert run.data.tags["mlflow.source.git.commit"] == commit and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
+    assert run.data.tags["mlflow.source.git.dirty"] == str(dirty).lower()
+    assert run.data.tags["dcml.config_id"] == config_id(ExperimentConfig.from_dict(config).flat())
+
+
+def test_short_values_in_run_names() -> None:
+    assert [short(v) for v in (1.12e-4, 0.4567, 1500.0, 0.011, 55, [40, 55], 0.0)] == [
+        "1.1e-4", "0.46", "1.5e3", "0.011", "55", "40/55", "0",
+    ]  # fmt: skip
+

@@ -1,98 +1,18 @@
-"""Command line of ``tune/run.py``: flags, their checks, and the sweep settings saved for ``--resume``."""
+"""Command line of ``tune/run.py``: the flags, the checks of each flag on its own, and the exit codes."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import os
 import re
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-DEFAULT_STORAGE = "runs/ray"  # relative to the current folder, made absolute
-SETTINGS_FILE = "sweep.json"
-# Our files live in a subfolder of Ray's experiment folder: on restore Ray copies the folder's top-level *.json
-# and *.pkl files to its staging folder and later uploads them back, which would overwrite newer versions of ours.
-STATE_SUBDIR = "sweep_state"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Exit codes of tune/run.py (and of --sync-mlflow)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ADDRESS = re.compile(r"auto|ray://.+|[^\s:/]+:\d+")
-# A seed-repeat sweep grid-searches over full configuration dicts stored under this key of the trial config.
-REPEAT_KEY = "repeat"
-# Flags that define a sweep; on --resume they come from sweep.json and may not change.
-FROZEN_ON_RESUME = (
-    "num_samples",
-    "max_epochs",
-    "scheduler",
-    "search",
-    "seed",
-    "data_root",
-    "mlflow_uri",
-    "gpus_per_trial",
-    "cpus_per_trial",
-    "max_concurrent",
-)
 
 
 class UsageError(ValueError):
     """A flag is invalid or inconsistent; the message says which and how to fix it."""
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """Everything that defines a sweep (flags after defaults and checks)."""
-
-    space: str
-    name: str
-    storage: str  # absolute path or URI of Ray's storage root; the sweep lives in <storage>/<name>
-    data_root: str | None
-    num_samples: int
-    max_epochs: int | None
-    scheduler: str
-    search: str
-    gpus_per_trial: float | None  # None: 1 when the cluster has GPUs, else 0
-    cpus_per_trial: float
-    max_concurrent: int | None
-    address: str | None
-    mlflow_uri: str
-    seed: int
-    resume: bool = False
-    dry_run: bool = False
-    repeat_of: str | None = None  # seed-repeat sweep: the finished sweep whose best configurations it re-runs
-    repeat_top_k: int | None = None
-    repeat_seeds: int | None = None  # seeds 0 .. repeat_seeds - 1
-
-    @property
-    def is_repeat(self) -> bool:
-        return self.repeat_of is not None
-
-    @property
-    def storage_is_local(self) -> bool:
-        return "://" not in self.storage or self.storage.startswith("file://")
-
-    @property
-    def sweep_path(self) -> str:
-        """Ray's experiment folder (path or URI) of this sweep."""
-        return f"{self.storage.rstrip('/')}/{self.name}"
-
-    @property
-    def state_dir(self) -> Path:
-        """Folder of sweep.json, mlflow.json and optuna.db: <sweep>/sweep_state, or ./runs/state/<name>."""
-        if self.storage_is_local:
-            return Path(self.storage.removeprefix("file://")) / self.name / STATE_SUBDIR
-        return (Path.cwd() / "runs" / "state" / self.name).resolve()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "dry_run", "address")
-        }
-
-    def save(self) -> None:
-        from tune.sweep_tracker import atomic_write_json
-
-        atomic_write_json(self.state_dir / SETTINGS_FILE, self.to_json())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--address", help="join a running Ray cluster: auto or HOST:PORT (default: start a local Ray)"
     )
-    p.add_argument("--storage", help=f"Ray storage root, path or URI (default: ./{DEFAULT_STORAGE})")
+    p.add_argument("--storage", help="Ray storage root, path or URI (default: ./runs/ray)")
     p.add_argument(
         "--mlflow-uri",
         help="MLflow tracking URI: http(s)://, sqlite:///..., or a folder "
@@ -159,12 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The configuration dict of a trial (unwrapped from :data:`REPEAT_KEY` in seed-repeat sweeps)."""
-    inner = config.get(REPEAT_KEY)
-    return inner if isinstance(inner, dict) else config
-
-
 def check_repeat_args(args: argparse.Namespace) -> None:
     """``--repeat-top-k``, ``--seeds`` and ``--from`` go together and exclude the flags of a searched sweep."""
     given = {
@@ -188,7 +102,7 @@ def check_repeat_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--repeat-top-k must be >= 1, got {args.repeat_top_k}")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if not _NAME.fullmatch(args.from_sweep):
+    if not NAME.fullmatch(args.from_sweep):
         raise UsageError(f"--from {args.from_sweep!r}: not a sweep name (letters, digits, '_', '.', '-')")
     searched = [
         f for f, v in (("--num-samples", args.num_samples), ("--search", args.search)) if v is not None
@@ -217,7 +131,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --name NAME: the name of the sweep to continue")
     if args.resume and args.dry_run:
         raise UsageError("--dry-run and --resume exclude each other")
-    if args.name and not _NAME.fullmatch(args.name):
+    if args.name and not NAME.fullmatch(args.name):
         raise UsageError(f"--name {args.name!r}: use letters, digits, '_', '.', '-' (no spaces or slashes)")
     if args.address and not _ADDRESS.fullmatch(args.address):
         raise UsageError(f"--address {args.address!r}: expected 'auto' or HOST:PORT, e.g. 10.0.0.5:6379")
@@ -245,7 +159,7 @@ def check_sync_args(args: argparse.Namespace) -> None:
     """``--sync-mlflow`` needs ``--name`` and takes only ``--storage`` and ``--space`` (checked) besides."""
     if not args.name:
         raise UsageError("--sync-mlflow needs --name NAME: the sweep whose Ray results are logged to MLflow")
-    if not _NAME.fullmatch(args.name):
+    if not NAME.fullmatch(args.name):
         raise UsageError(f"--name {args.name!r}: use letters, digits, '_', '.', '-' (no spaces or slashes)")
     other = [
         "--from" if key == "from_sweep" else "--" + key.replace("_", "-")
@@ -257,58 +171,3 @@ def check_sync_args(args: argparse.Namespace) -> None:
             f"{', '.join(other)} cannot be given with --sync-mlflow (it takes --name, --storage and --space; "
             "the rest comes from the sweep's saved settings)"
         )
-
-
-def storage_root(value: str | None, create: bool = True) -> str:
-    """An absolute, writable storage path (created unless ``create`` is False), or a URI as given."""
-    if value and "://" in value and not value.startswith("file://"):
-        return value
-    path = Path((value or DEFAULT_STORAGE).removeprefix("file://")).expanduser().resolve()
-    if not create:
-        existing = next((p for p in (path, *path.parents) if p.exists()), None)
-        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise UsageError(f"--storage {path}: {existing} is not a writable folder; pass a writable folder")
-        return str(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(
-            f"--storage {path}: cannot create it ({err.strerror}); pass a writable folder"
-        ) from None
-    if not os.access(path, os.W_OK):
-        raise UsageError(f"--storage {path} is not writable; pass a writable folder")
-    return str(path)
-
-
-def default_name(space: str) -> str:
-    return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def default_repeat_name(original: str) -> str:
-    return f"{original}-repeats-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def load_saved(state_dir: Path) -> dict[str, Any]:
-    """The settings saved by the first run of a sweep (for --resume)."""
-    path = state_dir / SETTINGS_FILE
-    if not path.exists():
-        raise UsageError(
-            f"no sweep to resume in {state_dir} ({SETTINGS_FILE} missing); check --name and --storage"
-        )
-    return json.loads(path.read_text())
-
-
-def merge_resume(args: argparse.Namespace, saved: dict[str, Any]) -> dict[str, Any]:
-    """Saved settings, with a clear error for any flag given on --resume that would change them."""
-    if args.space != saved["space"]:
-        raise UsageError(f"sweep '{saved['name']}' was run with --space {saved['space']}, not {args.space}")
-    for key in FROZEN_ON_RESUME:
-        given = getattr(args, key)
-        if key == "data_root" and given is not None:
-            given = str(Path(given).expanduser().resolve())
-        if given is not None and given != saved.get(key):
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(
-                f"{flag} cannot change on --resume (the sweep used {saved.get(key)!r}, got {given!r})"
-            )
-    return saved

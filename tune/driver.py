@@ -9,10 +9,8 @@ from typing import Any
 
 import ray
 
-from analysis.trials import REPEAT_TAG
-from dcml_core.tracking import TrackingError, git_commit, package_versions, ui_command
-from search_spaces import SearchSpace
-from tune.cli import SweepSettings
+from dcml_core.tracking import REPEAT_TAG, TrackingError, system_tags, ui_command
+from tune.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tune.cluster import (
     ClusterError,
     alive_nodes,
@@ -21,120 +19,97 @@ from tune.cluster import (
     default_gpus_per_trial,
     start_ray,
 )
-from tune.mlflow_callback import MLflowSweepCallback, tracker_for
+from tune.mlflow_callback import MLflowSweepCallback, writer_for
+from tune.plan import SweepPlan
 from tune.progress import ProgressCallback
 from tune.summary import ranked, records_from_results, summary_text
-from tune.tuner import asha_rungs, new_tuner, restore_tuner
+from tune.trial_outcome import UNFINISHED
+from tune.trial_run import TrialLog
+from tune.tuner import new_tuner, restore_tuner
 
 TOP_K_ARTIFACTS = 3
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 3
 
 
-def sweep_params(settings: SweepSettings, space: SearchSpace, gpus: float) -> dict[str, Any]:
+def sweep_params(plan: SweepPlan, gpus: float) -> dict[str, Any]:
     """Parameters of the parent run."""
+    settings, space = plan.settings, plan.space
     params: dict[str, Any] = {
         **{k: v for k, v in settings.to_json().items() if k not in ("mlflow_uri", "search")},
         "searcher": settings.search,
         "gpus_per_trial": gpus,
-        "max_epochs": space.n_epochs,
+        "max_epochs": plan.n_epochs,
         "sampled_params": ",".join(space.distributions()),
         "metric": space.metric,
         "mode": space.mode,
     }
-    if settings.scheduler == "asha":
+    if plan.rungs():
         params.update({f"asha.{k}": v for k, v in space.scheduler.items()})
     return params
 
 
-def sweep_tags(settings: SweepSettings, command: str) -> dict[str, str]:
-    """Tags of the parent run: code version, package versions, the command line."""
-    tags = {
-        "dcml.space": settings.space,
-        "dcml.git_commit": git_commit(),
-        "dcml.command": command,
-        **package_versions(),
-    }
-    if settings.repeat_of is not None:
-        tags[REPEAT_TAG] = settings.repeat_of
-    return tags
-
-
-def announce(settings: SweepSettings, space: SearchSpace, cpus: float, gpus: float) -> None:
-    rungs = asha_rungs(space.scheduler) if settings.scheduler == "asha" else []
-    state = "resumed" if settings.resume else "new"
-    at_once = settings.max_concurrent or "as resources allow"
+def announce(plan: SweepPlan, cpus: float, gpus: float) -> None:
+    s, rungs = plan.settings, plan.rungs()
+    at_once = s.max_concurrent or "as resources allow"
     lines = [
-        f"Sweep '{settings.name}' ({state}): space {settings.space}, {settings.num_samples} trials x "
-        f"{space.n_epochs} epochs, searcher {settings.search} (seed {settings.seed}), scheduler "
-        f"{settings.scheduler}" + (f" (rungs at epochs {rungs})" if rungs else ""),
+        f"Sweep '{s.name}' ({'resumed' if s.resume else 'new'}): space {s.space}, {s.num_samples} trials x "
+        f"{plan.n_epochs} epochs, searcher {s.search} (seed {s.seed}), scheduler {s.scheduler}"
+        + (f" (rungs at epochs {rungs})" if rungs else ""),
         f"  per trial {cpus:g} CPU, {gpus:g} GPU; at most {at_once} at once; {len(alive_nodes())} node(s)",
-        f"  storage {settings.sweep_path}",
-        f"  MLflow {settings.mlflow_uri} (experiment '{settings.name}')",
+        f"  storage {s.sweep_path}",
+        f"  MLflow {s.mlflow_uri} (experiment '{s.name}')",
     ]
     print("\n".join(lines), flush=True)
 
 
-def log_best_checkpoints(tracker: Any, records: list, k: int = TOP_K_ARTIFACTS) -> None:
-    """Upload the best checkpoint of the ``k`` best trials to their MLflow runs."""
-    for record in [r for r in ranked(records) if r.checkpoint is not None][:k]:
-        with record.checkpoint.as_directory() as directory:
-            tracker.log_checkpoint(record.trial_id, directory)
-
-
-def run_sweep(
-    settings: SweepSettings, space: SearchSpace, command: str, repeats: list[dict[str, Any]] | None = None
-) -> int:
-    """Start or join Ray, run (or resume) the sweep, print the summary; returns the exit code.
-
-    ``repeats``: the full configurations of a new seed-repeat sweep (see ``tune.run.repeat_plan``).
-    """
-    start = time.time()
+def run_sweep(plan: SweepPlan, command: str) -> int:
+    """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
+    settings, start = plan.settings, time.time()
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     start_ray(settings.address)
     try:
         check_tracking_for_cluster(settings.mlflow_uri)
         gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
-        cpus = settings.cpus_per_trial
-        check_resources(cpus, gpus)
+        check_resources(settings.cpus_per_trial, gpus)
         if not settings.resume:  # only now: a sweep refused above leaves nothing behind
             settings.save()
-        announce(settings, space, cpus, gpus)
-        tracker = tracker_for(settings.mlflow_uri, settings.state_dir, settings.name)
-        tracker.start_sweep(
-            sweep_params(settings, space, gpus), sweep_tags(settings, command), settings.resume
-        )
+        announce(plan, settings.cpus_per_trial, gpus)
+        sampled = tuple(plan.space.distributions())
+        writer = writer_for(settings.mlflow_uri, settings.name, sampled, settings.repeat_of)
+        tags = {**system_tags(command), "dcml.space": settings.space}
+        if settings.repeat_of is not None:
+            tags[REPEAT_TAG] = settings.repeat_of
+        writer.open(sweep_params(plan, gpus), tags, resume=settings.resume)
         callbacks = [
-            MLflowSweepCallback(
-                settings.mlflow_uri,
-                settings.state_dir,
-                settings.name,
-                space.n_epochs,
-                repeat_of=settings.repeat_of,
-            ),
-            ProgressCallback(settings.num_samples, space.n_epochs),
+            MLflowSweepCallback(settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of),
+            ProgressCallback(settings.num_samples, plan.n_epochs),
         ]
         if settings.resume:
-            tuner = restore_tuner(settings, cpus, gpus)
+            tuner = restore_tuner(settings, settings.cpus_per_trial, gpus)
         else:
-            tuner = new_tuner(settings, space, cpus, gpus, callbacks, repeats)
+            tuner = new_tuner(plan, settings.cpus_per_trial, gpus, callbacks)
         results = tuner.fit()
-        records = records_from_results(results, list(space.distributions()), space.n_epochs)
-        interrupted = any(r.status == "unfinished" for r in records)
-        if not interrupted:
-            log_best_checkpoints(tracker, records)
-        text, metrics = summary_text(
-            records, time.time() - start, gpus, cpus, ui_command(settings.mlflow_uri)
-        )
-        tracker.close_unfinished("KILLED")
-        tracker.finish_sweep(metrics, status="KILLED" if interrupted else "FINISHED")
-        print("\n" + text, flush=True)
-        if interrupted:
+        records = records_from_results(results, list(sampled), plan.n_epochs)
+        interrupted = any(r.status == UNFINISHED for r in records)
+        for record in [] if interrupted else [r for r in ranked(records) if r.checkpoint][:TOP_K_ARTIFACTS]:
+            with record.checkpoint.as_directory() as directory:  # the best checkpoints of the best trials
+                log = writer.pending.get(record.trial_id) or TrialLog(record.trial_id, record.config)
+                log.checkpoint = directory
+                writer.submit(log)
+        ui = ui_command(settings.mlflow_uri)
+        text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
+        if writer.flush():  # the last try: the runs' updates first, then the sweep's end
+            writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
+        else:
             print(
-                f"Sweep interrupted; continue it with: python tune/run.py --space {settings.space} "
-                f"--name {settings.name} --storage {settings.storage} --resume",
+                f"MLflow {settings.mlflow_uri} is still unreachable: the updates of {len(writer.pending)} trial(s) "
+                "are not logged; Ray's results hold them. Once the server is back, run: python tune/run.py "
+                f"--space {settings.space} --name {settings.name} --storage {settings.storage} --sync-mlflow",
                 flush=True,
             )
+        print("\n" + text, flush=True)
+        if interrupted:
+            print(f"Sweep interrupted; continue it with: {settings.resume_command()}", flush=True)
             return EXIT_INTERRUPTED
         return EXIT_OK
     except (ClusterError, TrackingError) as err:

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from dcml_core.metric_names import EPOCH
+from tune.trial_outcome import STOPPED_EARLY, outcome
 
 logger = logging.getLogger(__name__)
 RAY_TRIAL_ATTR = "ray_trial_id"  # Optuna user attribute naming the Ray trial (read by analysis/joined.py)
@@ -81,6 +82,6 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         value, done = result.get(self.metric), result.get(self.time_attr)
         if value is None or not math.isfinite(float(value)):
             return TrialState.PRUNED, None  # nothing usable to tell; Optuna keeps any intermediate values
-        if done is not None and done < self.max_t:
+        if done is not None and outcome("TERMINATED", True, int(done), self.max_t) == STOPPED_EARLY:
             return TrialState.PRUNED, None  # Optuna records the last intermediate value as the trial's value
         return TrialState.COMPLETE, float(value)

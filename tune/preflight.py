@@ -62,7 +62,7 @@ def check_space_edges(space: SearchSpace, seed: int = 0) -> int:
             except ConfigError as err:
                 raise SearchSpaceError(
                     f"search space '{space.name}': {name} = {value!r} (one value it can draw) gives an invalid "
-                    f"configuration: {err}. Narrow the range of {name} in search_spaces/{space.name}.py"
+                    f"configuration: {err}. Narrow the range of {name} in {space.source or space.name}"
                 ) from None
             checked += 1
     return checked

@@ -9,7 +9,7 @@ from typing import Any
 from ray.tune import Callback
 
 from dcml_core.metric_names import EPOCH, OBJECTIVE
-from tune.mlflow_callback import error_summary, trial_epochs
+from tune.trial_outcome import STOPPED_EARLY, error_summary, outcome, planned_epochs
 
 
 class ProgressCallback(Callback):
@@ -31,7 +31,7 @@ class ProgressCallback(Callback):
         self._print(trials, f"trial {trial.trial_id} started on {trial.node_ip or 'a node'}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        n = trial_epochs(trial.config, self.max_epochs)
+        n = planned_epochs(trial.config, self.max_epochs)
         nan = float("nan")
         val, best = result.get(OBJECTIVE, nan), result.get(f"best/{OBJECTIVE}", nan)
         text = (
@@ -43,8 +43,9 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = int((trial.last_result or {}).get(EPOCH, 0))
-        n = trial_epochs(trial.config, self.max_epochs)
-        what = "finished" if epochs >= n else f"stopped early by the scheduler after epoch {epochs}/{n}"
+        n = planned_epochs(trial.config, self.max_epochs)
+        stopped = outcome("TERMINATED", True, epochs, n) == STOPPED_EARLY
+        what = f"stopped early by the scheduler after epoch {epochs}/{n}" if stopped else "finished"
         self._print(trials, f"trial {trial.trial_id} {what}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

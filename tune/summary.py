@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dcml_core.metric_names import EPOCH, OBJECTIVE
-from tune.cli import trial_config
+from search_spaces import value_at
+from tune.trial_outcome import COMPLETED, FAILED, OUTCOMES, STOPPED_EARLY, UNFINISHED, outcome
 
 BEST_VAL, BEST_TEST = f"best/{OBJECTIVE}", "best/test/recall_at_1"
 
@@ -17,7 +18,7 @@ class TrialRecord:
     """What the summary needs of one trial."""
 
     trial_id: str
-    status: str  # completed | stopped early | failed | unfinished
+    status: str  # an outcome: completed | stopped early | failed | unfinished
     epochs: int
     params: dict[str, Any]
     best_val: float
@@ -25,26 +26,7 @@ class TrialRecord:
     time_total_s: float
     checkpoint: Any = None  # the trial's best checkpoint (tune.Checkpoint) when it has one
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    value: Any = trial_config(config)
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def trial_status(ray_status: str, epochs: int, n_epochs: int, done: bool = True) -> str:
-    """Summary status of a trial from Ray's status, whether its last result was final, and its epochs.
-
-    An interrupted sweep (Ctrl-C) leaves Ray's trials TERMINATED without a final (``done``) result:
-    unfinished.
-    """
-    if ray_status == "ERROR":
-        return "failed"
-    if ray_status != "TERMINATED" or not done:
-        return "unfinished"
-    return "stopped early" if epochs < n_epochs else "completed"
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def records_from_results(results: Any, sampled: list[str], default_epochs: int) -> list[TrialRecord]:
@@ -53,7 +35,7 @@ def records_from_results(results: Any, sampled: list[str], default_epochs: int) 
     for trial, result in zip(results._experiment_analysis.trials, results):
         metrics = result.metrics or {}
         epochs = int(metrics.get(EPOCH, 0))
-        n_epochs = int(_lookup(trial.config, "schedule.n_epochs") or default_epochs)
+        n_epochs = int(value_at(trial.config, "schedule.n_epochs") or default_epochs)
         try:
             checkpoint = result.get_best_checkpoint(OBJECTIVE, "max") if metrics else None
         except (RuntimeError, ValueError, KeyError):
@@ -61,15 +43,14 @@ def records_from_results(results: Any, sampled: list[str], default_epochs: int) 
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,
-                status=trial_status(
-                    trial.status, epochs, n_epochs, bool((trial.last_result or {}).get("done"))
-                ),
+                status=outcome(trial.status, bool((trial.last_result or {}).get("done")), epochs, n_epochs),
                 epochs=epochs,
-                params={name: _lookup(trial.config, name) for name in sampled},
+                params={name: value_at(trial.config, name) for name in sampled},
                 best_val=float(metrics.get(BEST_VAL, math.nan)),
                 best_test=float(metrics.get(BEST_TEST, math.nan)),
                 time_total_s=float(metrics.get("time_total_s", 0.0)),
                 checkpoint=checkpoint,
+                config=trial.config,
             )
         )
     return records
@@ -113,10 +94,20 @@ def best_table(records: list[TrialRecord], top: int = 5) -> str:
 
 
 def counts(records: list[TrialRecord]) -> dict[str, int]:
-    out = {"completed": 0, "stopped early": 0, "failed": 0, "unfinished": 0}
+    out = dict.fromkeys(OUTCOMES, 0)
     for r in records:
         out[r.status] += 1
     return out
+
+
+def sweep_metrics(records: list[TrialRecord]) -> dict[str, float]:
+    """The best scores and trial counts logged on the sweep's parent run."""
+    n, best = counts(records), (ranked(records) or [None])[0]
+    return {
+        "sweep/best_val_recall_at_1": best.best_val if best else math.nan,
+        "sweep/best_test_recall_at_1": best.best_test if best else math.nan,
+        **{f"sweep/trials_{k.replace(' ', '_')}": n[k] for k in (COMPLETED, STOPPED_EARLY, FAILED)},
+    }
 
 
 def device_hours(
@@ -144,17 +135,13 @@ def summary_text(
         )
         lines.append(f"  val Recall@1 {best.best_val:.4f}, test Recall@1 at that epoch {best.best_test:.4f}")
     lines.append(
-        f"Trials: {n['completed']} completed, {n['stopped early']} stopped early, {n['failed']} failed"
-        + (f", {n['unfinished']} unfinished (resume with --resume)" if n["unfinished"] else "")
+        f"Trials: {n[COMPLETED]} completed, {n[STOPPED_EARLY]} stopped early, {n[FAILED]} failed"
+        + (f", {n[UNFINISHED]} unfinished (resume with --resume)" if n[UNFINISHED] else "")
     )
     lines.append(f"Wall time {wall_s / 60:.1f} min; {hours:.3f} {unit} spent by trials")
     lines.append(f"MLflow UI: {ui}")
     metrics = {
-        "sweep/best_val_recall_at_1": best.best_val if best else math.nan,
-        "sweep/best_test_recall_at_1": best.best_test if best else math.nan,
-        "sweep/trials_completed": n["completed"],
-        "sweep/trials_stopped_early": n["stopped early"],
-        "sweep/trials_failed": n["failed"],
+        **sweep_metrics(records),
         "sweep/wall_time_s": wall_s,
         f"sweep/{unit.replace('-', '_').lower()}": hours,
     }

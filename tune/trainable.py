@@ -30,7 +30,6 @@ from dcml_core.checkpoint import CheckpointError
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
 from dcml_core.metric_names import EPOCH, OBJECTIVE
-from tune.cli import trial_config
 from tune.trial_recovery import (
     DETERMINISTIC,
     checkpoint_candidates,
@@ -112,7 +111,7 @@ def dcml_trial(config: dict[str, Any]) -> None:
     device, threads, gpus = trial_device()
     torch.set_num_threads(threads)
     try:
-        _train(ExperimentConfig.from_dict(trial_config(config)), device)  # repeat sweeps wrap the config
+        _train(ExperimentConfig.from_dict(config), device)
     except DeviceOutOfMemoryError as err:
         err = DeviceOutOfMemoryError(f"{err}; this trial had {gpus:g} GPU (--gpus-per-trial {gpus:g})")
         remember_fatal(folder, err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from dcml_core.config import ExperimentConfig
 from dcml_core.data_bundle import DataBundle, prepare_data
 from dcml_core.evaluation import expand_evaltypes
 from dcml_core.models.backbones import parse_arch, resolve_weights
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, value_at
 
 
 @dataclass
@@ -24,7 +25,7 @@ class ValidationReport:
     def text(self, space: SearchSpace, seed: int) -> str:
         """The ``--dry-run`` output: settings, a table of the sampled values, the first full configuration."""
         names = list(space.distributions())
-        rows = [[str(i + 1), *[_fmt(_lookup(s, n)) for n in names]] for i, s in enumerate(self.samples)]
+        rows = [[str(i + 1), *[_fmt(value_at(s, n)) for n in names]] for i, s in enumerate(self.samples)]
         header = ["#", *[n.split(".")[-1] for n in names]]
         widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
         table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
@@ -42,12 +43,6 @@ class ValidationReport:
             f"All {len(self.configs)} configurations are valid.",
         ]
         return "\n".join(lines)
-
-
-def _lookup(tree: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        tree = tree[part]
-    return tree
 
 
 def _fmt(value: Any) -> str:
@@ -78,14 +73,19 @@ def check_data(cfg: ExperimentConfig) -> DataBundle:
     return bundle
 
 
-def validate_space(space: SearchSpace, n: int, seed: int) -> ValidationReport:
-    """Sample ``n`` configurations, check each, and check the data of every distinct data setting."""
-    samples = space.sample(n, seed)
-    configs = [space.build_config(s) for s in samples]
+def validate_configs(configs: Iterable[dict[str, Any]]) -> tuple[list[ExperimentConfig], dict[str, Any]]:
+    """Build and check each configuration, and the data of every distinct data setting; returns the
+    configurations and what was found in the (first) data set."""
+    built = [ExperimentConfig.from_dict(c) for c in configs]
     bundles = {}
-    for cfg in configs:
+    for cfg in built:
         if cfg.data not in bundles:
             bundles[cfg.data] = check_data(cfg)
-    for cfg in configs:
         check_config(cfg)
-    return ValidationReport(samples, configs, next(iter(bundles.values())).summary())
+    return built, next(iter(bundles.values())).summary()
+
+
+def validate_space(space: SearchSpace, n: int, seed: int) -> ValidationReport:
+    """Sample ``n`` configurations of a space and check them (:func:`validate_configs`)."""
+    samples = space.sample(n, seed)
+    return ValidationReport(samples, *validate_configs(samples))
