@@ -21,9 +21,8 @@ import pandas as pd
 from analysis.checkpoints import CHECKPOINT_ARTIFACT, checkpoint_uris, local_artifacts
 from analysis.mlflow_io import SweepData
 from analysis.tables import varying_params
+from dcml_core.tracking import OPTUNA_DB, RAY_TRIAL_ATTR, STATE_SUBDIR
 
-STATE_SUBDIR, OPTUNA_DB = "sweep_state", "optuna.db"  # tune/cli.py STATE_SUBDIR, tune/tuner.py OPTUNA_DB
-RAY_TRIAL_ATTR = "ray_trial_id"  # tune/optuna_search.py RAY_TRIAL_ATTR
 IDENTITY = ["ray_trial_id", "optuna_trial", "optuna_state", "mlflow_run_id", "run_name", "mlflow_status"]
 
 

@@ -40,6 +40,9 @@ PARENT_RUN_TAG, NOTE_TAG = "mlflow.parentRunId", "mlflow.note.content"  # MLflow
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Left out of the configuration id: the seed (what seed repeats vary) and settings that cannot change the
 # numbers or that differ between machines (a data folder, the number of loader processes).
+# Where a sweep keeps its searcher state, read by tune/ (writes) and analysis/ (joins Ray, Optuna and MLflow):
+# <storage>/<sweep>/sweep_state/optuna.db, each Optuna trial naming its Ray trial in a user attribute.
+STATE_SUBDIR, OPTUNA_DB, RAY_TRIAL_ATTR = "sweep_state", "optuna.db", "ray_trial_id"
 CONFIG_ID_EXCLUDED = ("seed", "data.root", "data.num_workers")
 PARAM_LIMIT = 6000  # MLflow's longest parameter value
 

@@ -19,7 +19,7 @@ import pytest
 import analysis
 from analysis.checkpoints import best_checkpoint_trials, checkpoint_uris, local_checkpoint
 from analysis.importance import study_importances
-from analysis.joined import OPTUNA_DB, RAY_TRIAL_ATTR, STATE_SUBDIR, _attach_ray_ids, study_trials
+from analysis.joined import RAY_TRIAL_ATTR, _attach_ray_ids, study_trials
 from analysis.report import ReportOptions, build_report
 from dcml_core.metric_names import EPOCH, OBJECTIVE
 from tests.analysis_sweep import EPOCHS, TRIALS, small_sweep
@@ -64,14 +64,6 @@ def ray_records(sweep_dir: Path) -> dict[str, dict]:
             "config": trial.config,
         }
     return out
-
-
-def test_constants_match_the_sweep_code() -> None:
-    from tune.cli import STATE_SUBDIR as TUNE_STATE
-    from tune.optuna_search import RAY_TRIAL_ATTR as TUNE_ATTR
-    from tune.tuner import OPTUNA_DB as TUNE_DB
-
-    assert (STATE_SUBDIR, OPTUNA_DB, RAY_TRIAL_ATTR) == (TUNE_STATE, TUNE_DB, TUNE_ATTR)
 
 
 def test_joined_table_agrees_with_ray_optuna_and_mlflow(sweep, data, study, joined) -> None:

@@ -20,10 +20,10 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from dcml_core.metric_names import EPOCH
+from dcml_core.tracking import RAY_TRIAL_ATTR
 from tune.trial_outcome import STOPPED_EARLY, outcome
 
 logger = logging.getLogger(__name__)
-RAY_TRIAL_ATTR = "ray_trial_id"  # Optuna user attribute naming the Ray trial (read by analysis/joined.py)
 
 
 def study_storage(path: str) -> optuna.storages.RDBStorage:

@@ -11,10 +11,9 @@ from typing import Any
 
 import search_spaces
 from dcml_core.metric_names import EPOCH
+from dcml_core.tracking import OPTUNA_DB
 from search_spaces import SearchSpace
 from tune.settings import SweepSettings
-
-OPTUNA_DB = "optuna.db"
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcml_core.tracking import STATE_SUBDIR
 from tune.cli import UsageError
 
 DEFAULT_STORAGE = "runs/ray"  # relative to the current folder, made absolute
 SETTINGS_FILE = "sweep.json"
 # Our files live in a subfolder of Ray's experiment folder: on restore Ray copies the folder's top-level *.json
 # and *.pkl files to its staging folder and later uploads them back, which would overwrite newer versions of ours.
-STATE_SUBDIR = "sweep_state"
 # Settings that define a sweep; on --resume they come from sweep.json and may not change.
 FROZEN_ON_RESUME = (
     "num_samples",
