@@ -21,22 +21,29 @@ def gamma_around(centre: float) -> Any:
 
 
 def diva_block(
-    alpha_ssl: float, alpha: float, rho: float, temperature: float, n_key_batches: int
+    alpha_ssl: float,
+    alpha: float,
+    rho: float,
+    temperature: float,
+    n_key_batches: int,
+    alpha_factor: float = 3.0,
+    rho_factor: float = 5.0,
 ) -> dict[str, Any]:
     """DiVA auxiliary objectives around the paper weights (algorithms.md §2.4, §3.4).
 
-    The three loss weights are sampled independently (log-uniform, factor 3 either side). One decorrelation
-    weight rho is sampled and applied to every direction (``rho_broadcast``), which is what the published runs
-    do by passing the same value three times. The MoCo temperature is log-uniform around the published 0.01.
+    The three loss weights are sampled independently (log-uniform, ``alpha_factor`` either side). One
+    decorrelation weight rho is sampled (log-uniform, ``rho_factor`` either side) and applied to every direction
+    (``rho_broadcast``), which is what the published runs do by passing the same value three times. The MoCo
+    temperature is log-uniform around the published 0.01.
     """
     return {
         "ssl": "fast_moco",
         "sharing": "random",
         "intra": "random",
-        "alpha_ssl": log_around(alpha_ssl),
-        "alpha_shared": log_around(alpha),
-        "alpha_intra": log_around(alpha),
-        "rho_decorrelation": log_around(rho, 5.0),
+        "alpha_ssl": log_around(alpha_ssl, alpha_factor),
+        "alpha_shared": log_around(alpha, alpha_factor),
+        "alpha_intra": log_around(alpha, alpha_factor),
+        "rho_decorrelation": log_around(rho, rho_factor),
         "rho_broadcast": True,
         "moco_temperature": log_around(temperature),
         "moco_n_key_batches": n_key_batches,

@@ -177,10 +177,10 @@ def test_two_processes_building_at_once(tmp_path: Path) -> None:
 
 def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DCML_DATA_HOME", str(tmp_path / "data"))
-    assert default_demo_root() == tmp_path / "data" / "demo_v1"
+    assert default_demo_root() == tmp_path / "data" / f"demo_v{demo.DEMO_VERSION}"
     monkeypatch.delenv("DCML_DATA_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_demo_root() == tmp_path / ".cache" / "dcml_tune" / "demo_v1"
+    assert default_demo_root() == tmp_path / ".cache" / "dcml_tune" / f"demo_v{demo.DEMO_VERSION}"
 
 
 def _recall_at_1(features: np.ndarray, labels: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dcml_core.data.records import SplitRecords, read_numbered_folders, split_first_half
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: larger glyphs (70-95 % of the frame, was 45-80 %), rotation +-10 deg (was +-15)
 DEMO_DIRNAME = f"demo_v{DEMO_VERSION}"
 MANIFEST = "manifest.json"
 MISSING_CHAR = "\ue000"  # private use: no text font has it, so it renders as the font's .notdef glyph
@@ -49,7 +49,8 @@ FONT_PATTERNS = ("DejaVuSans*.ttf", "DejaVuSerif*.ttf", "STIXGeneral*.ttf", "cmr
 
 
 def default_demo_root() -> Path:
-    """``$DCML_DATA_HOME/demo_v1`` if that variable is set, else ``~/.cache/dcml_tune/demo_v1``."""
+    """``$DCML_DATA_HOME/demo_v2`` if that variable is set, else ``~/.cache/dcml_tune/demo_v2`` (the folder name
+    carries :data:`DEMO_VERSION`, so a changed renderer never reuses an old build)."""
     home = os.environ.get("DCML_DATA_HOME")
     return (Path(home) if home else Path.home() / ".cache" / "dcml_tune").expanduser() / DEMO_DIRNAME
 
@@ -84,13 +85,14 @@ def font_has_glyph(path: str | Path, ch: str) -> bool:
 
 def render_glyph(ch: str, font_path: str | Path, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """One RGB image of ``ch``: random font size, rotation, stroke, position, colours and noise."""
-    font = _font(str(font_path), int(rng.integers(int(0.45 * size), int(0.8 * size) + 1)))
+    # Large glyphs: the demo trains at 32 px, where a glyph of 45 % of the frame (version 1) is a few pixels.
+    font = _font(str(font_path), int(rng.integers(int(0.7 * size), int(0.95 * size) + 1)))
     stroke = round(float(rng.choice([0, 0, 1, 2])) * size / 64)  # 0-2 px at 64 px
     layer = Image.new("L", (2 * size, 2 * size), 0)
     ImageDraw.Draw(layer).text(
         (size, size), ch, font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255
     )
-    layer = layer.rotate(float(rng.uniform(-15, 15)), resample=Image.BICUBIC)
+    layer = layer.rotate(float(rng.uniform(-10, 10)), resample=Image.BICUBIC)
     glyph = layer.crop(layer.getbbox())
     scale = min(1.0, 0.92 * size / max(glyph.size))
     if scale < 1.0:
@@ -226,7 +228,7 @@ def resolve_demo_root(root: str | Path | None) -> Path:
     """The demo folder for a user-given root (None: :func:`default_demo_root`).
 
     That is the folder itself if it holds a demo set or its name starts with ``demo``, else its subfolder
-    ``demo_v1`` (so a ``--data-root`` shared with other data sets works too).
+    ``demo_v<DEMO_VERSION>`` (so a ``--data-root`` shared with other data sets works too).
     """
     if root is None:
         return default_demo_root()

@@ -1,4 +1,5 @@
-"""Backbone trunks (ResNet-50/18, BN-Inception): images -> pooled features, optional frozen BN (§1.1)."""
+"""Backbone trunks (ResNet-50/18, BN-Inception; the demo's small ConvNet): images -> pooled features, optional
+frozen BN (§1.1)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, res
 
 from dcml_core.models.bninception import FEATURE_DIM as BNINCEPTION_DIM
 from dcml_core.models.bninception import BNInception
+from dcml_core.models.demo_cnn import FEATURE_DIM as DEMO_CNN_DIM
+from dcml_core.models.demo_cnn import DemoCNN
 
-BACKBONES: tuple[str, ...] = ("resnet50", "resnet18", "bninception")
-_FEATURE_DIMS = {"resnet50": 2048, "resnet18": 512, "bninception": BNINCEPTION_DIM}
+BACKBONES: tuple[str, ...] = ("resnet50", "resnet18", "bninception", "demo_cnn")
+_FEATURE_DIMS = {"resnet50": 2048, "resnet18": 512, "bninception": BNINCEPTION_DIM, "demo_cnn": DEMO_CNN_DIM}
+NO_BATCHNORM: tuple[str, ...] = ("demo_cnn",)  # GroupNorm: no statistics to freeze, so no `_frozen` names
 # ImageNet weight files looked up in `torch.hub.get_dir()/checkpoints` (torchvision V1, never V2; §1.1, §7).
 # BN-Inception: the `pretrainedmodels` files (PyPI 0.7.4 first, then GitHub master), same key layout.
 _IMAGENET_URLS: dict[str, tuple[str, ...]] = {
@@ -33,6 +37,7 @@ _LAYOUTS = {
     "resnet50": "torchvision or pretrainedmodels",
     "resnet18": "torchvision",
     "bninception": "pretrainedmodels",
+    "demo_cnn": "dcml_core.models.demo_cnn.DemoCNN",
 }
 
 
@@ -49,7 +54,7 @@ def _arch_names() -> dict[str, ArchSpec]:
     """All accepted `--arch` names: `<backbone>[_frozen][_normalize]`, matched exactly."""
     names = {}
     for backbone in BACKBONES:
-        for frozen in (False, True):
+        for frozen in (False, True) if backbone not in NO_BATCHNORM else (False,):
             for normalize in (False, True):
                 name = backbone + ("_frozen" if frozen else "") + ("_normalize" if normalize else "")
                 names[name] = ArchSpec(backbone, frozen, normalize)
@@ -100,6 +105,8 @@ def _build_body(name: str) -> nn.Module:
     """Randomly initialised trunk body whose forward returns pooled features."""
     if name == "bninception":
         return BNInception(num_classes=None)
+    if name == "demo_cnn":
+        return DemoCNN()
     body = resnet50() if name == "resnet50" else resnet18()
     body.fc = nn.Identity()  # torchvision's forward: flatten(avgpool(x), 1) -> fc
     return body
@@ -119,6 +126,11 @@ def resolve_weights(name: str, pretrained: str | None) -> Path | None:
     if pretrained is None or pretrained.lower() == "none":
         return None
     if pretrained.lower() == "imagenet":
+        if name not in _IMAGENET_URLS:
+            raise FileNotFoundError(
+                f"there are no ImageNet weights for {name!r} (the demo's small ConvNet trains from random "
+                "initialisation): use pretrained 'none', or a ResNet/BN-Inception arch for ImageNet weights."
+            )
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         files = [os.path.basename(urlparse(url).path) for url in _IMAGENET_URLS[name]]
         for file in files:

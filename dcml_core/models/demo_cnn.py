@@ -1,0 +1,50 @@
+"""A small GroupNorm ConvNet for the embedded demo (a demo choice, not part of any paper's recipe).
+
+The real spaces use the papers' ImageNet-pretrained ResNet-50 with frozen BatchNorm statistics (algorithms.md
+§1.1). The demo cannot: no ImageNet weights are available offline, and frozen BatchNorm statistics taken from a
+random initialisation (mean 0, variance 1) normalise nothing, so the trunk is an unnormalised deep network.
+Measured on the demo data: under the DiVA/DCML objective at lr 1e-3 its pooled features die (70% exact zeros)
+or blow up (mean 4e5) within one epoch and every embedding collapses onto one point; the margin loss alone
+learns, slowly. GroupNorm normalises each image on its own, so there are no batch statistics to freeze and the
+MoCo key encoder (an EMA over parameters, not buffers) computes exactly what the query network computes.
+
+Four stages of two 3x3 convolutions (GroupNorm, ReLU), 2x2 max-pooling between stages, global average
+pooling: widths 16-32-64-128, about 13 M multiply-adds per 32 px image (ResNet-18 at 32 px: about 40 M).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
+FEATURE_DIM = WIDTHS[-1]
+
+
+def _block(in_ch: int, out_ch: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_ch // 4), out_ch),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class DemoCNN(nn.Module):
+    """Images (B, 3, H, W) -> pooled features (B, 128); any H, W >= 8."""
+
+    def __init__(self, widths: tuple[int, ...] = WIDTHS) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for i, width in enumerate(widths):
+            layers += _block(channels, width) + _block(width, width)
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.features(x)).flatten(1)  # (B, C)
