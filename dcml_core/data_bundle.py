@@ -23,6 +23,7 @@ from dcml_core.data import (
     load_records,
     verify_images,
 )
+from dcml_core.data.split_checks import check_split_sizes
 from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
 from dcml_core.models import input_convention
 from dcml_core.registry import HEADS
@@ -78,6 +79,15 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
         test, bad_test = verify_images(test, skip_bad=cfg.data.skip_bad_images)
         bad = [*bad_train, *bad_val, *bad_test]
     check_samples_per_class(train, cfg.data.samples_per_class)  # after skipping bad files
+    check_split_sizes(
+        train=train,
+        val=val,
+        test=test,
+        val_fraction=cfg.data.val_fraction,
+        batch_size=cfg.data.batch_size,
+        samples_per_class=cfg.data.samples_per_class,
+        recall_ks=cfg.eval.resolved_recall_ks(cfg.data.dataset) if "recall" in cfg.eval.metrics else (1,),
+    )
     n_train_classes = len({r.label for r in train})
     return DataBundle(
         root,

@@ -27,7 +27,7 @@ N_PER_CLASS = 12  # the default (40) takes ~8 s to build; the tests only need th
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_demo_dataset(tmp_path_factory.mktemp("data") / "demo_v1", n_per_class=N_PER_CLASS)
+    return ensure_demo_dataset(tmp_path_factory.mktemp("data") / demo.DEMO_DIRNAME, n_per_class=N_PER_CLASS)
 
 
 @pytest.fixture(scope="session")
@@ -168,11 +168,11 @@ def _build_in(root: str) -> str:
 
 
 def test_two_processes_building_at_once(tmp_path: Path) -> None:
-    root = tmp_path / "demo_v1"
+    root = tmp_path / demo.DEMO_DIRNAME
     with multiprocessing.get_context("fork").Pool(2) as pool:
         assert pool.map(_build_in, [str(root)] * 2) == [str(root)] * 2
     assert demo._is_complete(root, n_per_class=2)
-    assert [p.name for p in tmp_path.iterdir()] == ["demo_v1"]
+    assert [p.name for p in tmp_path.iterdir()] == [demo.DEMO_DIRNAME]
 
 
 def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
