@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dcml_core.checkpoint import load_checkpoint, save_checkpoint
+from dcml_core.collapse import SPREAD, embedding_spread
 from dcml_core.config import ExperimentConfig
 from dcml_core.data_bundle import DataBundle, Loaders, prepare_data
 from dcml_core.evaluation import (
@@ -221,6 +222,8 @@ class Engine:
             )
             suffix = None if i == 0 else evaltype_key(spec)
             out.update({metric_key(split, name, suffix): float(v) for name, v in metrics.items()})
+            if i == 0:
+                out[metric_key(split, SPREAD)] = embedding_spread(emb)  # collapse is named, not scored
         elapsed = time.perf_counter() - start
         self.timings["eval_s"] += elapsed
         out[f"{split}/eval_time_s"] = elapsed

@@ -5,3 +5,4 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad flags, configuration, data root, tracking URI or checkpoint: one line on stderr
+EXIT_TRAINING_FAILED = 1  # training ran and failed as a run (e.g. the embeddings collapsed): one line on stderr

@@ -107,6 +107,7 @@ def build_parser() -> FlagParser:
     a("--resize_size", type=int, default=None)
     a("--crop_scale", type=float, nargs=2, default=None, help="RandomResizedCrop scale (reference 0.08 1)")
     a("--test_every", type=int, default=1, help="evaluate the test split every N epochs (0: only at the end)")
+    a("--no_eval_at_start", action="store_true", help="skip evaluating the starting network (logged at epoch 0)")
     a("--skip_bad_images", action="store_true", help="skip and count unreadable images instead of failing")
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     a("--no_amp", action="store_true", help="disable mixed precision on CUDA")
@@ -256,7 +257,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         },
         "optim": {"optimizer": args.optim or ("sgd" if args.use_sgd else "adam"), "lr": args.lr, "weight_decay": args.decay},
         "schedule": {"n_epochs": args.n_epochs, "tau": args.tau, "gamma": args.gamma},
-        "eval": {"evaltypes": args.evaltypes, "test_every": args.test_every},
+        "eval": {"evaltypes": args.evaltypes, "test_every": args.test_every, "at_start": not args.no_eval_at_start},
         "seed": args.seed,
         "device": device,
         "amp": not args.no_amp,

@@ -81,6 +81,10 @@ class RunLogger:
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
         self.client.log_batch(self.run_id, metrics=batch)
 
+    def set_tag(self, key: str, value: str) -> None:
+        if self.enabled and self.client is not None:
+            self.client.set_tag(self.run_id, key, value)
+
     def finish(self, final: dict[str, float], checkpoint_dir: Path | None, status: str, error: str = "") -> None:
         if not self.enabled or self.client is None:
             return

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.config import ConfigError
-from dcml_core.exit_codes import EXIT_OK, EXIT_USAGE
+from dcml_core.collapse import EmbeddingCollapseError
+from dcml_core.exit_codes import EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USAGE
 from dcml_core.flags import build_parser, config_from_args
 from dcml_core.flags import check_unknown as _check_unknown
 from dcml_core.tracking import TrackingError
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     from dcml_core.checkpoint import first_usable, resume_candidates, save_rotating
+    from dcml_core.collapse import collapse_message
     from dcml_core.engine import Engine
     from dcml_core.run_logger import RunLogger
 
@@ -57,16 +59,24 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     say(f"[dcml_core.train] {cfg.model.method} on {cfg.data.dataset} ({engine.data.summary()}), device {engine.device}")
     final: dict[str, float] = {}
     try:
+        if cfg.eval.at_start and engine.epoch == 0:  # the starting network: the reference point of every curve
+            start = {**engine.evaluate("val"), **engine.evaluate("test")}
+            logger.log_epoch(0, start)
+            say(_epoch_line(0, cfg.schedule.n_epochs, start) + "  (starting network)")
         while engine.epoch < cfg.schedule.n_epochs:
             metrics = engine.train_epoch()
             metrics.update(engine.evaluate("val"))
             last = engine.epoch == cfg.schedule.n_epochs
-            if last or (cfg.eval.test_every and engine.epoch % cfg.eval.test_every == 0):
+            collapsed = collapse_message(metrics, "val")
+            if last or collapsed or (cfg.eval.test_every and engine.epoch % cfg.eval.test_every == 0):
                 metrics.update(engine.evaluate("test"))
             save_rotating(save_dir, engine.save)
             logger.log_epoch(engine.epoch, metrics)
             say(_epoch_line(engine.epoch, cfg.schedule.n_epochs, metrics))
             final = metrics
+            if collapsed:
+                logger.set_tag("dcml.collapsed", str(engine.epoch))
+                raise EmbeddingCollapseError(f"epoch {engine.epoch}: {collapsed}")
         logger.finish(final, save_dir / "latest", status="FINISHED")
     except BaseException as err:
         logger.finish(final, None, status="FAILED", error=f"{type(err).__name__}: {err}")
@@ -75,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _epoch_line(epoch: int, total: int, m: dict[str, float]) -> str:
-    keys = ["train/loss", "val/recall_at_1", "val/nmi", "test/recall_at_1", "test/nmi"]
+    keys = ["train/loss", "val/recall_at_1", "val/nmi", "test/recall_at_1", "test/nmi", "val/embedding_spread"]
     parts = [f"{k}={m[k]:.4f}" for k in keys if k in m]
     return f"epoch {epoch}/{total}  " + "  ".join(parts) + f"  ({m.get('train/epoch_time_s', 0):.1f}s)"
 
@@ -91,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrackingError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"python -m dcml_core.train: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except EmbeddingCollapseError as err:
+        print(f"python -m dcml_core.train: run stopped: {err}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
     print(json.dumps({k: round(v, 4) for k, v in final.items() if k.startswith(("val/", "test/"))}, indent=1))
     return EXIT_OK
 

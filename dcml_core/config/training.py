@@ -59,6 +59,9 @@ class EvalConfig:
     metrics: tuple[str, ...] = field(default_factory=_all_metrics)  # names from METRICS; default: all
     nmi_k: int | None = None  # None: number of TRAIN classes, as the reference
     test_every: int = 0  # evaluate the test split every N epochs; 0 = only when asked (reporting)
+    # evaluate val and test of the starting network before the first step, logged at step/epoch 0: the untrained
+    # (demo) or ImageNet-pretrained (real data) reference point; never a candidate for selection
+    at_start: bool = True
     batch_size: int | None = None  # None: data.batch_size
     device: str = "auto"  # kNN / k-means device: auto, cpu, cuda
 
