@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 SPREAD = "embedding_spread"
+COLLAPSED_KEY = "collapsed"  # key of a sweep result: 1.0 when the trial ended because its embeddings collapsed
 SPREAD_FLOOR = 0.01
 
 

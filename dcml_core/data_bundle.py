@@ -23,8 +23,8 @@ from dcml_core.data import (
     load_records,
     verify_images,
 )
-from dcml_core.data.split_checks import check_split_sizes
 from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
+from dcml_core.data.split_checks import check_split_sizes
 from dcml_core.models import input_convention
 from dcml_core.registry import HEADS
 

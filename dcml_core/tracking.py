@@ -34,6 +34,8 @@ SWEEP_TAG, ROLE_TAG, TRIAL_TAG = "dcml.sweep", "dcml.role", "ray.trial_id"
 PARENT_ROLE, TRIAL_ROLE = "parent", "trial"
 STOPPED_TAG, ERROR_TAG, SAMPLED_TAG = "dcml.stopped_early", "dcml.error", "dcml.sampled"
 REPEAT_TAG, CONFIG_TAG = "dcml.repeat_of", "dcml.config_id"
+# the space's published configuration (trial 1 of every sweep); the epoch a run's embeddings collapsed at
+BASELINE_TAG, COLLAPSED_TAG = "dcml.baseline", "dcml.collapsed"
 PARENT_RUN_TAG, NOTE_TAG = "mlflow.parentRunId", "mlflow.note.content"  # MLflow's nesting and run description
 # MLflow 3 picks an experiment's start page from this tag; "custom_model_development" is its classic ML view
 # (the runs table), instead of the GenAI overview of traces it shows for an untagged experiment.

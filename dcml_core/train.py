@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from dcml_core.checkpoint import CheckpointError
-from dcml_core.config import ConfigError
 from dcml_core.collapse import EmbeddingCollapseError
+from dcml_core.config import ConfigError
 from dcml_core.exit_codes import EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USAGE
 from dcml_core.flags import build_parser, config_from_args
 from dcml_core.flags import check_unknown as _check_unknown
-from dcml_core.tracking import TrackingError
+from dcml_core.tracking import COLLAPSED_TAG, TrackingError
 
 __all__ = ["build_parser", "config_from_args", "main", "run"]
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             say(_epoch_line(engine.epoch, cfg.schedule.n_epochs, metrics))
             final = metrics
             if collapsed:
-                logger.set_tag("dcml.collapsed", str(engine.epoch))
+                logger.set_tag(COLLAPSED_TAG, str(engine.epoch))
                 raise EmbeddingCollapseError(f"epoch {engine.epoch}: {collapsed}")
         logger.finish(final, save_dir / "latest", status="FINISHED")
     except BaseException as err:

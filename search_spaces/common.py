@@ -65,6 +65,20 @@ def asha_after_lr_drop(
     return {"grace_period": max(1, grace), "reduction_factor": reduction_factor, "max_t": n_epochs}
 
 
+DCML_BASELINE = {"model.compos_num": 4, "model.ensemble_num": 4}  # K = M = 4: the DCML README command (§3.4)
+
+
+def diva_baseline(alpha_ssl: float, alpha: float, rho: float, temperature: float) -> dict[str, float]:
+    """The published DiVA weights as a space's ``BASELINE`` entries (the values :func:`diva_block` centres on)."""
+    return {
+        "diva.alpha_ssl": alpha_ssl,
+        "diva.alpha_shared": alpha,
+        "diva.alpha_intra": alpha,
+        "diva.rho_decorrelation": rho,
+        "diva.moco_temperature": temperature,
+    }
+
+
 def dcml_model_block() -> dict[str, Any]:
     """DCML network on ResNet-50 with the four DiVA heads: K sub-embeddings and M composites are sampled."""
     return {

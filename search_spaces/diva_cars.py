@@ -5,10 +5,20 @@ lr x 0.2 at epoch 70, alphas 0.15, rho 100 x 3, MoCo temperature 0.01, 30 key ba
 from ray import tune
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import FOUR_HEADS, asha_after_lr_drop, diva_block, gamma_around, log_around
+from search_spaces.common import (
+    FOUR_HEADS,
+    asha_after_lr_drop,
+    diva_baseline,
+    diva_block,
+    gamma_around,
+    log_around,
+)
 
 N_EPOCHS = 350
 TAUS = [55, 70, 85]
+
+LR, TAU, GAMMA = 1e-5, 70, 0.2  # the published run (docstring)
+DIVA = {"alpha_ssl": 0.15, "alpha": 0.15, "rho": 100.0, "temperature": 0.01}
 
 SPACE = {
     "data": {"dataset": "cars196", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
@@ -18,11 +28,12 @@ SPACE = {
         "embed_dim": 128,
         "features": FOUR_HEADS,
     },
-    "diva": diva_block(alpha_ssl=0.15, alpha=0.15, rho=100.0, temperature=0.01, n_key_batches=30),
-    "optim": {"lr": log_around(1e-5)},
-    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.2)},
+    "diva": diva_block(**DIVA, n_key_batches=30),
+    "optim": {"lr": log_around(LR)},
+    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(GAMMA)},
     "eval": {"evaltypes": ["paper", "all"]},
 }
+BASELINE = {**diva_baseline(**DIVA), "optim.lr": LR, "schedule.tau": TAU, "schedule.gamma": GAMMA}
 METRIC = OBJECTIVE
 MODE = "max"
 SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # rungs at epochs 90 and 270

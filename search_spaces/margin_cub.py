@@ -11,14 +11,17 @@ from search_spaces.common import asha_after_lr_drop, gamma_around, log_around
 N_EPOCHS = 150
 TAUS = [30, 50, 1000]  # 1000: the reference default, no decay
 
+LR, TAU, GAMMA = 1e-5, 1000, 0.3  # the published runs: no decay (tau 1000), gamma the default
+
 SPACE = {
     "data": {"dataset": "cub200", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
     "model": {"method": "margin", "arch": "resnet50_frozen_normalize", "embed_dim": 128},
     "loss": {"margin": tune.uniform(0.1, 0.3), "beta": tune.uniform(0.6, 1.4)},
-    "optim": {"lr": log_around(1e-5)},
-    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(0.3)},
+    "optim": {"lr": log_around(LR)},
+    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(GAMMA)},
     "eval": {"evaltypes": ["discriminative"]},
 }
+BASELINE = {"loss.margin": 0.2, "loss.beta": 1.2, "optim.lr": LR, "schedule.tau": TAU, "schedule.gamma": GAMMA}
 METRIC = OBJECTIVE
 MODE = "max"
 SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=2)  # rungs at epochs 55 and 110

@@ -12,6 +12,7 @@ import numpy as np
 from ray.tune.search.sample import Domain, Function
 
 from dcml_core.config import ExperimentConfig
+from search_spaces.baseline import baseline_of
 
 SCHEDULER_KEYS = ("grace_period", "reduction_factor", "max_t")
 DEFAULT_SETTINGS = {"num_samples": 16, "cpus_per_trial": 4, "max_concurrent": None}
@@ -33,6 +34,7 @@ class SearchSpace:
     description: str
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
     source: str = ""  # the file of its module, named in error messages
+    baseline: dict[str, Any] = field(default_factory=dict)  # sampled name -> published value (trial 1)
 
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> SearchSpace:
@@ -59,7 +61,7 @@ class SearchSpace:
             str(getattr(module, "__file__", "") or ""),
         )
         out.check()
-        return out
+        return dataclasses.replace(out, baseline=baseline_of(name, out.distributions(), getattr(module, "BASELINE", None)))
 
     def check(self) -> None:
         """Raise :class:`SearchSpaceError` if objective, epochs or scheduler settings are inconsistent."""
@@ -122,6 +124,17 @@ class SearchSpace:
         """``n`` nested configuration dicts drawn independently (numpy RNG seeded with ``seed``)."""
         rng = np.random.RandomState(seed)
         return [_resolve(self.space, rng, path=self.name) for _ in range(n)]
+
+    def baseline_config(self) -> dict[str, Any]:
+        """The nested configuration of the baseline trial (the published configuration, see :attr:`baseline`)."""
+        config = _resolve(self.space, np.random.RandomState(0), path=self.name)
+        for dotted, value in self.baseline.items():
+            *parents, leaf = dotted.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return config
 
     def build_config(self, sample: dict[str, Any]) -> ExperimentConfig:
         """The validated :class:`ExperimentConfig` of one sample (``ConfigError`` on a bad key or value)."""

@@ -75,13 +75,16 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
             settings.save()
         announce(plan, settings.cpus_per_trial, gpus)
         sampled = tuple(plan.space.distributions())
-        writer = writer_for(settings.mlflow_uri, settings.name, sampled, settings.repeat_of)
+        baseline = plan.space.baseline
+        writer = writer_for(settings.mlflow_uri, settings.name, sampled, settings.repeat_of, baseline)
         tags = {**system_tags(command), "dcml.space": settings.space}
         if settings.repeat_of is not None:
             tags[REPEAT_TAG] = settings.repeat_of
         writer.open(sweep_params(plan, gpus), tags, resume=settings.resume)
         callbacks = [
-            MLflowSweepCallback(settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of),
+            MLflowSweepCallback(
+                settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline
+            ),
             ProgressCallback(settings.num_samples, plan.n_epochs),
         ]
         if settings.resume:
@@ -89,7 +92,7 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
         else:
             tuner = new_tuner(plan, settings.cpus_per_trial, gpus, callbacks)
         results = tuner.fit()
-        records = records_from_results(results, list(sampled), plan.n_epochs)
+        records = records_from_results(results, list(sampled), plan.n_epochs, baseline)
         interrupted = any(r.status == UNFINISHED for r in records)
         for record in [] if interrupted else [r for r in ranked(records) if r.checkpoint][:TOP_K_ARTIFACTS]:
             with record.checkpoint.as_directory() as directory:  # the best checkpoints of the best trials

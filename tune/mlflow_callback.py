@@ -9,30 +9,34 @@ from typing import Any
 
 from ray.tune import Callback
 
-from dcml_core.metric_names import EPOCH
 from tune.mlflow_writer import SweepWriter
-from tune.trial_outcome import FAILED, UNFINISHED, error_summary, outcome, planned_epochs
+from tune.trial_outcome import FAILED, UNFINISHED, error_summary, planned_epochs, result_outcome
 from tune.trial_run import TrialLog
 
 _WRITERS: dict[tuple[str, str], SweepWriter] = {}
 
 
-def writer_for(uri: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None) -> SweepWriter:
+def writer_for(
+    uri: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None, baseline: dict | None = None
+) -> SweepWriter:
     """The driver's writer of a sweep (one per tracking URI and sweep name)."""
     if (uri, sweep) not in _WRITERS:
-        _WRITERS[uri, sweep] = SweepWriter(uri, sweep, tuple(sampled), repeat_of)
+        _WRITERS[uri, sweep] = SweepWriter(uri, sweep, tuple(sampled), repeat_of, baseline)
     return _WRITERS[uri, sweep]
 
 
 class MLflowSweepCallback(Callback):
     """Each trial's configuration, per-epoch metrics (step = epoch) and end go to its nested child run."""
 
-    def __init__(self, uri: str, sweep: str, max_epochs: int, sampled: tuple = (), repeat_of: str | None = None):
+    def __init__(
+        self, uri: str, sweep: str, max_epochs: int, sampled: tuple = (), repeat_of: str | None = None, baseline=None
+    ):
         self.uri, self.sweep, self.max_epochs, self.sampled, self.repeat_of = uri, sweep, max_epochs, sampled, repeat_of
+        self.baseline = dict(baseline or {})
 
     @property
     def writer(self) -> SweepWriter:
-        return writer_for(self.uri, self.sweep, self.sampled, self.repeat_of)
+        return writer_for(self.uri, self.sweep, self.sampled, self.repeat_of, getattr(self, "baseline", None))
 
     def _log(self, trial: Any) -> TrialLog:
         return self.writer.pending.get(trial.trial_id) or TrialLog(trial.trial_id, trial.config)
@@ -63,7 +67,7 @@ class MLflowSweepCallback(Callback):
 
     def _end(self, trial: Any, status: str, done: bool) -> None:
         last = trial.last_result or {}
-        how = outcome(status, done, int(last.get(EPOCH, 0)), planned_epochs(trial.config, self.max_epochs))
+        how = result_outcome(status, last, planned_epochs(trial.config, self.max_epochs), done=done)
         seen = trial.trial_id in self.writer.runs or trial.trial_id in self.writer.pending
         if how != UNFINISHED and (last or seen):  # (unfinished: still to run; neither: never started)
             log = self._log(trial)

@@ -62,13 +62,17 @@ class RunState:
 class SweepWriter:
     """Parent run + nested child runs of one sweep in one MLflow experiment named after the sweep. ``sampled``:
     the sampled parameters (run names, ``dcml.sampled``); ``repeat_of``: the sweep a seed-repeat sweep repeats;
-    ``counts``: what :meth:`write` did (runs created and ended, metric values present and added)."""
+    ``baseline``: the space's published configuration; ``counts``: what :meth:`write` did (runs created and
+    ended, metric values present and added)."""
 
-    def __init__(self, tracking_uri: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None):
+    def __init__(
+        self, tracking_uri: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None, baseline=None
+    ):
         if tr.is_remote(tracking_uri):
             for key, value in HTTP_LIMITS.items():  # values the user set are kept
                 os.environ.setdefault(key, value)
         self.tracking_uri, self.sweep, self.sampled, self.repeat_of = tracking_uri, sweep, sampled, repeat_of
+        self.baseline = dict(baseline or {})  # the space's published configuration (``dcml.baseline`` runs)
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = self.parent_run_id = ""
         self.session = 0  # driver sessions before this one (the step of the parent's summary metrics)
@@ -136,7 +140,7 @@ class SweepWriter:
         try:
             run = self.find(log.trial_id) or self._create(log)
             if run.params is not None:  # found, not created: log the parameters it lacks (a creation cut short)
-                params = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)[1]
+                params = self._trial_run(log)[1]
                 self._log_params(run.run_id, {k: v for k, v in params.items() if k not in run.params})
                 run.params = None
             if log.epochs and log.end is None and run.status != "RUNNING":  # a resumed trial reports again
@@ -168,13 +172,16 @@ class SweepWriter:
             raise
 
     def _create(self, log: TrialLog) -> RunState:
-        name, params, tags = trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of)
+        name, params, tags = self._trial_run(log)
         tags = {**tr.system_tags(), **tags, tr.PARENT_RUN_TAG: self.parent_run_id}
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
-        self.runs[log.trial_id] = RunState(run_id, "RUNNING", 0)
+        self.runs[log.trial_id] = RunState(run_id, "RUNNING", -1)  # epoch 0 (the starting network) is a step
         self._log_params(run_id, params)
         self.counts["created"] += 1
         return self.runs[log.trial_id]
+
+    def _trial_run(self, log: TrialLog) -> tuple[str, dict[str, Any], dict[str, str]]:
+        return trial_run(log.config, log.trial_id, self.sweep, self.sampled, self.repeat_of, self.baseline)
 
     # ------------------------------------------------------------------ outages
     def submit(self, log: TrialLog) -> None:
@@ -218,7 +225,7 @@ class SweepWriter:
 
 
 def _state(run: Any) -> RunState:
-    return RunState(run.info.run_id, run.info.status, int(run.data.metrics.get(EPOCH, 0)), set(run.data.params))
+    return RunState(run.info.run_id, run.info.status, int(run.data.metrics.get(EPOCH, -1)), set(run.data.params))
 
 
 def _short(err: BaseException) -> str:

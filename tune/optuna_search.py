@@ -7,6 +7,11 @@ values, which TPE uses for pruned trials), an error as ``FAIL``, and only a tria
 ``COMPLETE``. Intermediate values are reported with ``step = epoch`` and never twice for the same step,
 including the result a trial was stopped on (Tune does not pass that one to ``on_trial_result``). Each Optuna
 trial records its Ray trial id as the user attribute ``ray_trial_id`` (joins the study to Ray and MLflow).
+
+The space's baseline (its published configuration) is enqueued as the study's first trial, once (a resumed
+sweep does not enqueue it again), marked with the user attribute ``dcml_baseline``. A trial whose embeddings
+collapsed is told with the constraint ``embedding_collapse`` violated: Optuna's TPE ranks infeasible trials below
+every feasible one, so the collapse counts as what it is instead of as a low Recall@1.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from dcml_core.collapse import COLLAPSED_KEY
 from dcml_core.metric_names import EPOCH
 from dcml_core.tracking import RAY_TRIAL_ATTR
 from tune.trial_outcome import STOPPED_EARLY, outcome
 
 logger = logging.getLogger(__name__)
+BASELINE_ATTR, COLLAPSE_CONSTRAINT = "dcml_baseline", "embedding_collapse"
 
 
 def study_storage(path: str) -> optuna.storages.RDBStorage:
@@ -34,11 +41,19 @@ def study_storage(path: str) -> optuna.storages.RDBStorage:
 class PrunedAwareOptunaSearch(OptunaSearch):
     """``OptunaSearch`` with PRUNED for scheduler-stopped trials (see the module docstring)."""
 
-    def __init__(self, *args: Any, max_t: int, time_attr: str = EPOCH, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_t: int, time_attr: str = EPOCH, baseline: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        self.baseline = {k.replace(".", "/"): v for k, v in (baseline or {}).items()}  # Optuna names: "model/M"
         super().__init__(*args, **kwargs)
         self.max_t = max_t
         self.time_attr = time_attr
         self._reported: dict[str, set[int]] = {}
+
+    def _setup_study(self, mode: str | list[str]) -> None:
+        super()._setup_study(mode)
+        if self.baseline:
+            self._ot_study.enqueue_trial(self.baseline, user_attrs={BASELINE_ATTR: True}, skip_if_exists=True)
 
     def suggest(self, trial_id: str) -> dict | None:
         """Ray's suggestion; the Optuna trial it asked for records ``trial_id`` (:data:`RAY_TRIAL_ATTR`)."""
@@ -68,6 +83,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if result and not error:
             self.on_trial_result(trial_id, result)  # Tune skips on_trial_result for the result it stops on
         state, value = self.final_state(result, error)
+        if result and result.get(COLLAPSED_KEY) and not error:
+            self._ot_trials[trial_id].set_constraint(COLLAPSE_CONSTRAINT, 1.0)  # > 0: infeasible
         try:
             self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
         except Exception as exc:  # noqa: BLE001 - Optuna refuses e.g. a NaN value; keep the sweep going

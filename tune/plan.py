@@ -36,7 +36,7 @@ class SweepPlan:
 
     def searcher(self) -> Any:
         """The configurations in order, seeded Optuna TPE (study in ``<state dir>/optuna.db``), or seeded
-        random search."""
+        random search; a search starts with the space's baseline (its published configuration)."""
         from ray.tune.search import BasicVariantGenerator
 
         s = self.settings
@@ -45,7 +45,16 @@ class SweepPlan:
 
             return FixedConfigs(list(self.configs), self.space.metric, self.space.mode)
         if s.search == "random":
-            return BasicVariantGenerator(max_concurrent=s.max_concurrent or 0, random_state=s.seed)
+            baseline: dict[str, Any] = {}
+            for dotted, value in self.space.baseline.items():
+                *parents, leaf = dotted.split(".")
+                node = baseline
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+            return BasicVariantGenerator(
+                points_to_evaluate=[baseline] if baseline else None, max_concurrent=s.max_concurrent or 0, random_state=s.seed
+            )
         import optuna
 
         from tune.optuna_search import PrunedAwareOptunaSearch, study_storage
@@ -56,6 +65,7 @@ class SweepPlan:
             storage=study_storage(str(s.state_dir / OPTUNA_DB)),
             study_name=s.name,
             max_t=self.n_epochs,
+            baseline=self.space.baseline,
         )
 
     def scheduler(self) -> Any:

@@ -8,8 +8,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from dcml_core.metric_names import EPOCH, OBJECTIVE
-from tune.trial_outcome import STOPPED_EARLY, error_summary, outcome, planned_epochs
+from dcml_core.collapse import COLLAPSED_KEY, SPREAD
+from dcml_core.metric_names import EPOCH, OBJECTIVE, metric_key
+from tune.trial_outcome import COLLAPSED, STOPPED_EARLY, error_summary, planned_epochs, result_outcome
 
 
 class ProgressCallback(Callback):
@@ -34,18 +35,29 @@ class ProgressCallback(Callback):
         n = planned_epochs(trial.config, self.max_epochs)
         nan = float("nan")
         val, best = result.get(OBJECTIVE, nan), result.get(f"best/{OBJECTIVE}", nan)
+        if result.get(EPOCH) == 0:
+            test = result.get("test/recall_at_1", nan)
+            text = f"trial {trial.trial_id} epoch 0/{n} (starting network) val R@1 {val:.4f}, test R@1 {test:.4f}"
+            self._print(trials, text + f" | {result.get('time/eval_s', 0):.0f}s eval")
+            return
         text = (
             f"trial {trial.trial_id} epoch {result.get(EPOCH, '?')}/{n} val R@1 {val:.4f} (best {best:.4f}) "
             f"loss {result.get('train/loss', nan):.4f} | {result.get('time/train_s', 0):.0f}s train, "
             f"{result.get('time/eval_s', 0):.0f}s eval"
         )
+        if result.get(COLLAPSED_KEY):
+            spread = result.get(metric_key("val", SPREAD), nan)
+            text += f" | COLLAPSED: every embedding at one point (spread {spread:.2g}); the trial ends"
         self._print(trials, text)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = int((trial.last_result or {}).get(EPOCH, 0))
         n = planned_epochs(trial.config, self.max_epochs)
-        stopped = outcome("TERMINATED", True, epochs, n) == STOPPED_EARLY
-        what = f"stopped early by the scheduler after epoch {epochs}/{n}" if stopped else "finished"
+        how = result_outcome("TERMINATED", trial.last_result, n, done=True)
+        what = {
+            STOPPED_EARLY: f"stopped early by the scheduler after epoch {epochs}/{n}",
+            COLLAPSED: f"ended at epoch {epochs}/{n}: its embeddings collapsed (not a score; Optuna is told so)",
+        }.get(how, "finished")
         self._print(trials, f"trial {trial.trial_id} {what}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

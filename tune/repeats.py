@@ -37,8 +37,10 @@ def config_from_params(params: dict[str, str]) -> ExperimentConfig:
     return ExperimentConfig.from_dict(nested)
 
 
-def top_k_configs(tracking_uri: str, sweep: str, k: int) -> list[dict[str, Any]]:
-    """The ``k`` best distinct configurations of a finished sweep (nested dicts), best first.
+def top_k_configs(tracking_uri: str, sweep: str, k: int, with_baseline: bool = True) -> list[dict[str, Any]]:
+    """The ``k`` best distinct configurations of a finished sweep (nested dicts), best first, then (with
+    ``with_baseline``) the sweep's baseline trial's configuration when it is not among them: repeating it too
+    gives "what did tuning gain over the published setting?" a confidence interval.
 
     A configuration that ran several times (same seed-free id, e.g. in an earlier repeat sweep) is ranked by
     its mean and returned once, from its best run. Fewer come back when the sweep has fewer.
@@ -62,7 +64,15 @@ def top_k_configs(tracking_uri: str, sweep: str, k: int) -> list[dict[str, Any]]
     if not runs:
         raise UsageError(f"--from {sweep}: the sweep has no finished trial with a value of {BEST}; nothing to repeat")
     ranked = sorted(runs.values(), key=lambda group: -statistics.fmean(v for v, _ in group))
-    return [max(group, key=lambda item: item[0])[1].to_dict() for group in ranked[:k]]
+    best = [max(group, key=lambda item: item[0])[1] for group in ranked[:k]]
+    query = f"tags.`{tr.ROLE_TAG}` = '{tr.TRIAL_ROLE}' and tags.`{tr.BASELINE_TAG}` = 'true'"
+    baselines = client.search_runs([exp.experiment_id], query, max_results=1) if with_baseline else []
+    chosen = {tr.config_id(cfg.flat()) for cfg in best}
+    for run in baselines:
+        cfg = config_from_params(run.data.params)
+        if tr.config_id(cfg.flat()) not in chosen:
+            best.append(cfg)
+    return [cfg.to_dict() for cfg in best]
 
 
 def repeat_configs(

@@ -8,9 +8,19 @@ from typing import Any
 
 from dcml_core.metric_names import EPOCH, OBJECTIVE
 from search_spaces import value_at
-from tune.trial_outcome import COMPLETED, FAILED, OUTCOMES, STOPPED_EARLY, UNFINISHED, outcome
+from tune.trial_outcome import (
+    COLLAPSED,
+    COMPLETED,
+    FAILED,
+    OUTCOMES,
+    STOPPED_EARLY,
+    UNFINISHED,
+    result_outcome,
+)
+from tune.trial_run import is_baseline
 
 BEST_VAL, BEST_TEST = f"best/{OBJECTIVE}", "best/test/recall_at_1"
+START_VAL, START_TEST = f"start/{OBJECTIVE}", "start/test/recall_at_1"  # the starting network (epoch 0)
 
 
 @dataclass
@@ -27,9 +37,14 @@ class TrialRecord:
     checkpoint: Any = None  # the trial's best checkpoint (tune.Checkpoint) when it has one
     extra: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    start_val: float = math.nan  # the starting network's scores (epoch 0)
+    start_test: float = math.nan
+    baseline: bool = False  # the space's published configuration
 
 
-def records_from_results(results: Any, sampled: list[str], default_epochs: int) -> list[TrialRecord]:
+def records_from_results(
+    results: Any, sampled: list[str], default_epochs: int, baseline: dict[str, Any] | None = None
+) -> list[TrialRecord]:
     """One record per trial of a ``ResultGrid`` (Ray's trials and results are in the same order)."""
     records = []
     for trial, result in zip(results._experiment_analysis.trials, results):
@@ -43,7 +58,7 @@ def records_from_results(results: Any, sampled: list[str], default_epochs: int) 
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,
-                status=outcome(trial.status, bool((trial.last_result or {}).get("done")), epochs, n_epochs),
+                status=result_outcome(trial.status, trial.last_result, n_epochs),
                 epochs=epochs,
                 params={name: value_at(trial.config, name) for name in sampled},
                 best_val=float(metrics.get(BEST_VAL, math.nan)),
@@ -51,6 +66,9 @@ def records_from_results(results: Any, sampled: list[str], default_epochs: int) 
                 time_total_s=float(metrics.get("time_total_s", 0.0)),
                 checkpoint=checkpoint,
                 config=trial.config,
+                start_val=float(metrics.get(START_VAL, math.nan)),
+                start_test=float(metrics.get(START_TEST, math.nan)),
+                baseline=is_baseline(trial.config, baseline or {}),
             )
         )
     return records
@@ -73,7 +91,7 @@ def best_table(records: list[TrialRecord], top: int = 5) -> str:
     if not rows:
         return "(no trial reported a validation result)"
     names = list(rows[0].params)
-    header = ["#", "trial", *[n.split(".")[-1] for n in names], "val R@1", "test R@1*", "epochs", "status"]
+    header = ["#", "trial", *[n.split(".")[-1] for n in names], "val R@1", "test R@1*", "at start", "epochs", "status"]
     body = [
         [
             str(i + 1),
@@ -81,16 +99,50 @@ def best_table(records: list[TrialRecord], top: int = 5) -> str:
             *[_fmt(r.params[n]) for n in names],
             f"{r.best_val:.4f}",
             f"{r.best_test:.4f}",
+            f"{r.start_test:.4f}",
             str(r.epochs),
-            r.status,
+            r.status + (" (baseline)" if r.baseline else ""),
         ]
         for i, r in enumerate(rows)
     ]
     widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("* test Recall@1 at the epoch the validation Recall@1 selected (never used for selection)")
+    lines.append("* test Recall@1 at the epoch the validation Recall@1 selected (never used for selection); "
+                 "at start: the same network's test Recall@1 before its first step")  # fmt: skip
     return "\n".join(lines)
+
+
+def gain_line(record: TrialRecord) -> str | None:
+    """How far the selected epoch's test Recall@1 is from the trial's starting network (None if unknown)."""
+    if math.isnan(record.start_test) or math.isnan(record.best_test):
+        return None
+    ratio = f"{record.best_test / record.start_test:.2f}x, " if record.start_test > 0 else ""
+    return (
+        f"  vs its starting network (epoch 0): test Recall@1 {record.start_test:.4f} -> {record.best_test:.4f} "
+        f"({ratio}{100 * (record.best_test - record.start_test):+.2f} points)"
+    )
+
+
+def baseline_lines(records: list[TrialRecord], best: TrialRecord | None) -> list[str]:
+    """The baseline trial (the space's published configuration) and what tuning gained over it."""
+    base = next((r for r in records if r.baseline), None)
+    if base is None:
+        return ["Baseline: no trial ran the space's published configuration"]
+    partial = f", {base.status} after {base.epochs} epochs" if base.status != COMPLETED else ""
+    lines = [
+        f"Baseline ({base.trial_id}, the space's published configuration{partial}): val Recall@1 "
+        f"{base.best_val:.4f}, test Recall@1 at that epoch {base.best_test:.4f}"
+    ]
+    if best is not None and best is not base and not math.isnan(base.best_val):
+        lines.append(
+            f"  tuning gained {100 * (best.best_val - base.best_val):+.2f} points of val Recall@1 over the baseline "
+            f"(test, reporting only: {100 * (best.best_test - base.best_test):+.2f}); one seed each: tell the gain from "
+            "noise with seed repeats (--repeat-top-k K --seeds N --from <this sweep>, which repeat the baseline too)"
+        )
+    elif best is base:
+        lines.append("  the baseline is the best trial: tuning found nothing better")
+    return lines
 
 
 def counts(records: list[TrialRecord]) -> dict[str, int]:
@@ -101,12 +153,16 @@ def counts(records: list[TrialRecord]) -> dict[str, int]:
 
 
 def sweep_metrics(records: list[TrialRecord]) -> dict[str, float]:
-    """The best scores and trial counts logged on the sweep's parent run."""
+    """The best scores, the best trial's start, the baseline's scores and trial counts (parent run)."""
     n, best = counts(records), (ranked(records) or [None])[0]
+    base = next((r for r in records if r.baseline), None)
     return {
         "sweep/best_val_recall_at_1": best.best_val if best else math.nan,
         "sweep/best_test_recall_at_1": best.best_test if best else math.nan,
-        **{f"sweep/trials_{k.replace(' ', '_')}": n[k] for k in (COMPLETED, STOPPED_EARLY, FAILED)},
+        "sweep/best_start_test_recall_at_1": best.start_test if best else math.nan,
+        "sweep/baseline_val_recall_at_1": base.best_val if base else math.nan,
+        "sweep/baseline_test_recall_at_1": base.best_test if base else math.nan,
+        **{f"sweep/trials_{k.replace(' ', '_')}": n[k] for k in (COMPLETED, STOPPED_EARLY, COLLAPSED, FAILED)},
     }
 
 
@@ -134,8 +190,11 @@ def summary_text(
             + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
         )
         lines.append(f"  val Recall@1 {best.best_val:.4f}, test Recall@1 at that epoch {best.best_test:.4f}")
+        lines += [line for line in [gain_line(best)] if line]
+    lines += baseline_lines(records, best)
+    collapsed = f", {n[COLLAPSED]} collapsed (embeddings at one point: named, not scored)" if n[COLLAPSED] else ""
     lines.append(
-        f"Trials: {n[COMPLETED]} completed, {n[STOPPED_EARLY]} stopped early, {n[FAILED]} failed"
+        f"Trials: {n[COMPLETED]} completed, {n[STOPPED_EARLY]} stopped early{collapsed}, {n[FAILED]} failed"
         + (f", {n[UNFINISHED]} unfinished (resume with --resume)" if n[UNFINISHED] else "")
     )
     lines.append(f"Wall time {wall_s / 60:.1f} min; {hours:.3f} {unit} spent by trials")

@@ -17,7 +17,7 @@ import search_spaces
 from dcml_core.metric_names import EPOCH
 from tune.mlflow_writer import TERMINAL, SweepWriter
 from tune.summary import BEST_TEST, BEST_VAL, TrialRecord, sweep_metrics
-from tune.trial_outcome import UNFINISHED, error_line, outcome, planned_epochs
+from tune.trial_outcome import UNFINISHED, error_line, planned_epochs, result_outcome
 from tune.trial_run import TrialLog
 
 
@@ -40,7 +40,7 @@ def read_trial(folder: Path, saved: dict[str, tuple[str, bool]], max_epochs: int
     n_epochs = planned_epochs(config, max_epochs or max((int(r.get(EPOCH, 0)) for r in results), default=0))
     done = bool(last.get("done")) or (bool(results) and epochs >= n_epochs)
     status, saved_done = saved.get(trial_id) or ("ERROR" if errors and not done else "TERMINATED", done)
-    how = outcome(status, saved_done or done, epochs, n_epochs)
+    how = result_outcome(status, last, n_epochs, done=saved_done or done)
     log = TrialLog(trial_id, config)
     for result in results:
         log.add(result)
@@ -64,10 +64,11 @@ def sync_sweep(sweep_dir: Path, settings: dict[str, Any]) -> tuple[bool, int, An
     """Make MLflow hold everything Ray recorded for the sweep in ``sweep_dir`` (settings: its sweep.json);
     returns (parent created, trials, the writer's counts)."""
     try:
-        sampled = tuple(search_spaces.get(settings["space"]).distributions())
+        space = search_spaces.get(settings["space"])
+        sampled, baseline = tuple(space.distributions()), space.baseline
     except search_spaces.SearchSpaceError:  # the space is gone: runs are named without the sampled values
-        sampled = ()
-    writer = SweepWriter(settings["mlflow_uri"], settings["name"], sampled, settings.get("repeat_of"))
+        sampled, baseline = (), {}
+    writer = SweepWriter(settings["mlflow_uri"], settings["name"], sampled, settings.get("repeat_of"), baseline)
     params = {k: v for k, v in settings.items() if k != "mlflow_uri"}
     created = writer.open(params, {"dcml.space": settings["space"]}, attach=True)
     saved, records, stamp = ray_states(sweep_dir), [], 0

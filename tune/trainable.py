@@ -1,11 +1,15 @@
 """The Tune trainable: one function that runs the engine epoch by epoch and reports with a checkpoint.
 
 config (nested dict) -> :class:`ExperimentConfig` -> :class:`Engine` on the device Ray gave the trial,
-restored from the trial's checkpoint when there is one -> per epoch: train, evaluate ``val`` (the objective),
+restored from the trial's checkpoint when there is one -> epoch 0: the starting network's ``val`` and ``test``
+scores (``eval.at_start``; computed once per sweep for trials that share the starting network, see
+:mod:`tune.start_eval`), reported without a checkpoint and carried as ``start/...`` in every later report ->
+per epoch: train, evaluate ``val`` (the objective),
 evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs) ->
 ``tune.report`` with a checkpoint directory (engine state + ``tune_state.json``). Test metrics are reported
 and logged, never optimised: ``best/test/...`` are the test metrics at the epoch the validation objective
-selected.
+selected. A trial whose validation embeddings collapse (:mod:`dcml_core.collapse`) reports ``collapsed`` and
+ends: it is named as collapsed, not scored.
 
 Failures: a restarted trial resumes from its newest usable checkpoint (older ones if the latest is corrupt);
 a NaN/inf loss or an out-of-memory error is not retried (see :mod:`tune.trial_recovery`), and the
@@ -14,6 +18,7 @@ out-of-memory message names this trial's GPU share.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,9 +32,11 @@ import torch
 from ray import tune
 
 from dcml_core.checkpoint import CheckpointError
+from dcml_core.collapse import COLLAPSED_KEY, collapse_message
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
 from dcml_core.metric_names import EPOCH, OBJECTIVE
+from tune.start_eval import start_scores
 from tune.trial_recovery import (
     DETERMINISTIC,
     checkpoint_candidates,
@@ -44,18 +51,21 @@ STATE_FILE = "tune_state.json"
 
 @dataclass
 class BestSoFar:
-    """The best validation objective of a trial, its epoch, and the metrics measured at that epoch."""
+    """The best validation objective of a trial, its epoch, and the metrics measured at that epoch; and the
+    scores of its starting network (epoch 0, never a candidate for selection)."""
 
     value: float = float("-inf")
     epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # val/* and test/* at the best epoch
+    start: dict[str, float] = field(default_factory=dict)  # val/* and test/* of the starting network
 
     def improves(self, value: float) -> bool:
         return value > self.value
 
     def as_report(self) -> dict[str, float]:
-        """``best/epoch`` and ``best/<key>`` for every metric measured at the best epoch."""
-        return {"best/epoch": self.epoch, **{f"best/{k}": v for k, v in self.metrics.items()}}
+        """``best/epoch`` and ``best/<key>`` for every metric measured at the best epoch; ``start/<key>``."""
+        best = {"best/epoch": self.epoch, **{f"best/{k}": v for k, v in self.metrics.items()}} if self.epoch else {}
+        return {**best, **{f"start/{k}": v for k, v in self.start.items()}}
 
     def save(self, directory: Path) -> None:
         (directory / STATE_FILE).write_text(json.dumps(asdict(self)))
@@ -98,6 +108,11 @@ def _scores(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.endswith("eval_time_s")}
 
 
+def _primary(metrics: dict[str, float]) -> dict[str, float]:
+    """The primary evaltype's scores (``val/recall_at_1``, not ``val/<evaltype>/recall_at_1``)."""
+    return {k: v for k, v in _scores(metrics).items() if k.count("/") == 1}
+
+
 def quiet_worker() -> None:
     """Silence Ray's per-epoch "Checkpoint successfully created" lines (they drown the progress output)."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -111,7 +126,7 @@ def dcml_trial(config: dict[str, Any]) -> None:
     device, threads, gpus = trial_device()
     torch.set_num_threads(threads)
     try:
-        _train(ExperimentConfig.from_dict(config), device)
+        _train(ExperimentConfig.from_dict(config), device, folder)
     except DeviceOutOfMemoryError as err:
         err = DeviceOutOfMemoryError(f"{err}; this trial had {gpus:g} GPU (--gpus-per-trial {gpus:g})")
         remember_fatal(folder, err)
@@ -129,10 +144,14 @@ def _start(cfg: ExperimentConfig, device: str) -> tuple[Engine, BestSoFar]:
     return restore_engine(checkpoint_candidates(checkpoint), device, BestSoFar.load)
 
 
-def _train(cfg: ExperimentConfig, device: str) -> None:
+def _train(cfg: ExperimentConfig, device: str, folder: tuple[Any, str]) -> None:
     engine, best = _start(cfg, device)
     test_every = cfg.eval.test_every
-    while engine.epoch < cfg.schedule.n_epochs:
+    if cfg.eval.at_start and engine.epoch == 0:
+        start = start_scores(engine, folder)
+        best = dataclasses.replace(best, start=_primary(start))
+        eval_s = sum(v for k, v in start.items() if k.endswith("/eval_time_s"))
+        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s})
         train = engine.train_epoch()
         val = engine.evaluate("val")
         report = {**train, **val}
@@ -141,7 +160,11 @@ def _train(cfg: ExperimentConfig, device: str) -> None:
             test = engine.evaluate("test")
             report.update(test)
         if improved:
-            best = BestSoFar(val[OBJECTIVE], engine.epoch, {**_scores(val), **_scores(test)})
+            best = BestSoFar(val[OBJECTIVE], engine.epoch, {**_scores(val), **_scores(test)}, best.start)
+        collapsed = collapse_message(val, "val")
+        if collapsed:
+            report[COLLAPSED_KEY] = 1.0
+            print(f"trial ends at epoch {engine.epoch}: {collapsed}", flush=True)
         report.update(best.as_report())
         report.update({
             EPOCH: engine.epoch,
@@ -152,3 +175,5 @@ def _train(cfg: ExperimentConfig, device: str) -> None:
             engine.save(tmp, durable=False)  # Ray copies it into the sweep's storage
             best.save(Path(tmp))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if collapsed:
+            return  # a collapsed network does not come back; the result says why the trial ended

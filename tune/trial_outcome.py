@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dcml_core.collapse import COLLAPSED_KEY
+from dcml_core.metric_names import EPOCH
+
 COMPLETED, STOPPED_EARLY, FAILED, UNFINISHED = "completed", "stopped early", "failed", "unfinished"
-OUTCOMES = (COMPLETED, STOPPED_EARLY, FAILED, UNFINISHED)
+COLLAPSED = "collapsed"  # ended by the trainable because its embeddings collapsed (dcml_core/collapse.py)
+OUTCOMES = (COMPLETED, STOPPED_EARLY, COLLAPSED, FAILED, UNFINISHED)
 
 
 def planned_epochs(config: dict[str, Any], default: int) -> int:
@@ -16,19 +20,28 @@ def planned_epochs(config: dict[str, Any], default: int) -> int:
     return int(config.get("schedule", {}).get("n_epochs", default))
 
 
-def outcome(ray_status: str, done: bool, epochs: int, n_epochs: int) -> str:
+def outcome(ray_status: str, done: bool, epochs: int, n_epochs: int, collapsed: bool = False) -> str:
     """One of :data:`OUTCOMES` from Ray's trial status, whether its last result was final, and its epochs.
 
     ERROR is failed. TERMINATED with a final (``done``) result is stopped early when it ran fewer than its
     planned epochs (the scheduler stopped it), else completed. Anything else is unfinished, including the
     TERMINATED status Tune gives the trials it stops on Ctrl-C (their last result is not final): ``--resume``
-    continues them.
+    continues them. A final result that says ``collapsed`` (the trainable ended the trial) is collapsed.
     """
     if ray_status == "ERROR":
         return FAILED
     if ray_status != "TERMINATED" or not done:
         return UNFINISHED
+    if collapsed:
+        return COLLAPSED
     return STOPPED_EARLY if epochs < n_epochs else COMPLETED
+
+
+def result_outcome(ray_status: str, last: dict[str, Any] | None, n_epochs: int, done: bool | None = None) -> str:
+    """:func:`outcome` of a trial from its last result (``done`` overrides the result's own flag)."""
+    last = last or {}
+    final = bool(last.get("done")) if done is None else done
+    return outcome(ray_status, final, int(last.get(EPOCH, 0)), n_epochs, bool(last.get(COLLAPSED_KEY)))
 
 
 def error_line(text: str | None, limit: int = 500) -> str:

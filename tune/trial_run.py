@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dcml_core import tracking as tr
+from dcml_core.collapse import SPREAD, SPREAD_FLOOR
 from dcml_core.config import ExperimentConfig
-from dcml_core.metric_names import EPOCH
+from dcml_core.metric_names import EPOCH, metric_key
 from search_spaces import value_at
-from tune.trial_outcome import COMPLETED, FAILED, STOPPED_EARLY
+from tune.trial_outcome import COLLAPSED, COMPLETED, FAILED, STOPPED_EARLY
 
-METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "time/", "final/")
+METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "start/", "time/", "final/")
 # Short names in run names: the papers' M and K of DCML, the DiVA weights without their prefix.
 SYMBOLS = {"model.compos_num": "M", "model.ensemble_num": "K", "diva.alpha_ssl": "ssl", "diva.alpha_shared": "shared",
            "diva.alpha_intra": "intra", "diva.rho_decorrelation": "rho", "diva.moco_temperature": "T"}  # fmt: skip
@@ -59,8 +60,13 @@ class TrialLog:
 
     def finish(self, how: str, last: dict[str, Any], error: str = "") -> None:
         """End the run as the trial ended (an outcome of :mod:`tune.trial_outcome`; ``last``: its last result):
-        FINISHED with ``dcml.stopped_early``, FAILED with ``dcml.error``, or KILLED (unfinished)."""
-        if how in (COMPLETED, STOPPED_EARLY):
+        FINISHED with ``dcml.stopped_early``, FAILED with ``dcml.error`` (a collapse also with ``dcml.collapsed``,
+        the epoch), or KILLED (unfinished)."""
+        if how == COLLAPSED:
+            epoch, spread = int(last.get(EPOCH, 0)), last.get(metric_key("val", SPREAD), float("nan"))
+            reason = f"embeddings collapsed at epoch {epoch} (val embedding spread {spread:.2g} < {SPREAD_FLOOR})"
+            self.end = ("FAILED", {tr.ERROR_TAG: reason, tr.COLLAPSED_TAG: str(epoch)}, {}, _ms(last))
+        elif how in (COMPLETED, STOPPED_EARLY):
             stopped = {tr.STOPPED_TAG: str(how == STOPPED_EARLY).lower()}
             self.end = ("FINISHED", stopped, final_metrics(last), _ms(last))
         else:
@@ -77,15 +83,26 @@ def short(value: Any) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def is_baseline(config: dict[str, Any], baseline: dict[str, Any]) -> bool:
+    """True when ``config`` draws every sampled value of the space's ``baseline`` (its published configuration)."""
+    return bool(baseline) and all(value_at(config, name) == value for name, value in baseline.items())
+
+
 def trial_run(
-    config: dict[str, Any], trial_id: str, sweep: str, sampled: tuple = (), repeat_of: str | None = None
+    config: dict[str, Any],
+    trial_id: str,
+    sweep: str,
+    sampled: tuple = (),
+    repeat_of: str | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any], dict[str, str]]:
     """Name, parameters and tags of a trial's run.
 
     Parameters: ``ExperimentConfig.flat()`` (the same keys in every space; a config that does not parse is
     recorded as ``raw_config``, the trial fails on it). Tags: sweep, role, Ray's trial id, the sampled names
     (``dcml.sampled``), the seed-free ``dcml.config_id``, ``dcml.repeat_of`` in a seed-repeat sweep (whose run
-    names also carry the seed), and a description with the sampled values in full.
+    names also carry the seed), ``dcml.baseline`` on the space's published configuration (whose run name starts
+    with "baseline"), and a description with the sampled values in full.
     """
     tags = {tr.SWEEP_TAG: sweep, tr.ROLE_TAG: tr.TRIAL_ROLE, tr.TRIAL_TAG: trial_id, tr.SAMPLED_TAG: ",".join(sampled)}
     try:
@@ -98,6 +115,9 @@ def trial_run(
     if repeat_of:
         tags[tr.REPEAT_TAG] = repeat_of
         parts.append(f"seed{config.get('seed')}")
+    if is_baseline(config, baseline or {}):
+        tags[tr.BASELINE_TAG] = "true"
+        parts.insert(0, "baseline")
     lines = [f"Trial `{trial_id}` of sweep `{sweep}`.", "", "Sampled parameters:"]
     tags[tr.NOTE_TAG] = "\n".join([*lines, *(f"* `{n}` = `{value_at(config, n)!r}`" for n in sampled)])
     return " ".join([*parts, f"({trial_id})"]), params, tags
