@@ -1,8 +1,8 @@
 """CI smoke space for the sweep machinery (tests/test_tune_*.py): as small as a real DCML trial can be.
 
 ResNet-18 at 16 px on the demo data, DCML with two heads (discriminative + shared: no MoCo key encoder, so one
-forward pass per batch), 8-d embeddings, half the training classes held out for validation and batches of 128
-(8 optimiser steps per epoch), Recall@1 only. An epoch takes a few seconds on one core. Not meant to learn
+forward pass per batch), 8-d embeddings, half the training classes held out for validation and batches of 48
+(24 classes: a batch never needs more classes than the 26 training classes of the demo's half), Recall@1 only. An epoch takes a few seconds on one core. Not meant to learn
 anything; the tests pass ``--max-epochs`` to choose the number of epochs.
 """
 
@@ -15,7 +15,7 @@ N_EPOCHS = 3
 SPACE = {
     "data": {
         "dataset": "demo",
-        "batch_size": 128,
+        "batch_size": 48,
         "samples_per_class": 2,
         "num_workers": 0,
         "val_fraction": 0.5,

@@ -11,7 +11,9 @@ trial and later trials run clean:
 * ``corrupt``: before epoch 3 of the first attempt the newest checkpoint's ``state.pt`` in the sweep's storage
   is cut in half, then the worker sends itself SIGKILL;
 * ``nan``: before epoch 2 every model weight becomes NaN (the real loss check must catch it);
-* ``oom``: before epoch 2 the model's forward raises ``torch.cuda.OutOfMemoryError`` (simulated on CPU).
+* ``oom``: before epoch 2 the model's forward raises ``torch.cuda.OutOfMemoryError`` (simulated on CPU);
+* ``collapse``: from epoch 2 on, every image of an evaluated split gets the same embedding (what a collapsed
+  network gives evaluation).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-FAULTS = ("kill", "corrupt", "nan", "oom")
+FAULTS = ("kill", "corrupt", "nan", "oom", "collapse")
 
 _SITECUSTOMIZE = """
 import importlib.abc
@@ -118,6 +120,14 @@ def _inject(engine):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
         engine.model.forward = out_of_memory
+    elif kind == "collapse" and engine.epoch == 1:
+        embed = engine.embed
+
+        def one_point(split):
+            heads, labels = embed(split)
+            return {{name: h[:1].expand_as(h).clone() for name, h in heads.items()}}, labels
+
+        engine.embed = one_point
 
 
 def install(module):

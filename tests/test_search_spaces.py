@@ -230,10 +230,12 @@ def test_paper_settings_lie_inside_each_space(name: str, paper: dict[str, float]
             "demo",
             {
                 "data.dataset": "demo",
-                "model.arch": "resnet18_frozen_normalize",
+                "model.arch": "demo_cnn_normalize",
                 "model.pretrained": "none",
                 "model.embed_dim": 32,
                 "data.batch_size": 32,
+                "data.pipeline": "cached",
+                "schedule.n_epochs": 12,
                 "diva.moco_n_key_batches": 4,
                 "data.num_workers": 0,
             },
@@ -285,3 +287,60 @@ def test_sampled_values_follow_their_distributions() -> None:
     assert {s["model"]["compos_num"] for s in samples} == {4, 8, 12}
     assert {s["model"]["ensemble_num"] for s in samples} == set(range(2, 9))
     assert all(math.isfinite(s["diva"]["moco_temperature"]) for s in samples)
+
+
+PAPER_BASELINES = {  # algorithms.md §2.4 (DiVA R50 rows), §3.4 (DCML README), §1.6 (Revisiting)
+    "dcml_cub": {"optim.lr": 1.5e-5, "schedule.tau": 55, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.5,
+                 "diva.alpha_shared": 0.3, "diva.rho_decorrelation": 1500.0, "model.compos_num": 4},
+    "diva_cub": {"optim.lr": 1e-5, "schedule.tau": 55, "schedule.gamma": 0.2, "diva.alpha_ssl": 0.3,
+                 "diva.rho_decorrelation": 1500.0, "diva.moco_temperature": 0.01},
+    "diva_cars": {"schedule.tau": 70, "diva.alpha_intra": 0.15, "diva.rho_decorrelation": 100.0},
+    "diva_sop": {"schedule.tau": 70, "schedule.gamma": 0.3, "diva.alpha_ssl": 0.2, "diva.rho_decorrelation": 150.0},
+    "margin_cub": {"loss.margin": 0.2, "loss.beta": 1.2, "schedule.tau": 1000, "optim.lr": 1e-5},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_space_has_a_baseline_it_can_draw_that_builds_a_config(name: str) -> None:
+    space = search_spaces.get(name)
+    assert set(space.baseline) == set(space.distributions())
+    for key, value in PAPER_BASELINES.get(name, {}).items():
+        assert space.baseline[key] == value, key
+    config = space.build_config(space.baseline_config())
+    for key, value in space.baseline.items():
+        group, leaf = key.split(".")
+        got = getattr(getattr(config, group), leaf)
+        assert got == value or got == (value,), key  # tau is a list of milestones in the config
+
+
+def test_the_demo_baseline_is_the_centre_of_its_ranges() -> None:
+    base = search_spaces.get("demo").baseline
+    assert base["optim.lr"] == 1e-3  # geometric centre of [2.5e-4, 4e-3]
+    assert base["model.compos_num"] == 4 and base["model.ensemble_num"] == 4  # middle choice / middle integer
+    assert base["schedule.tau"] == 8 and base["schedule.gamma"] == pytest.approx(0.3)
+    assert base["diva.rho_decorrelation"] == 40.0 and base["diva.alpha_ssl"] == 0.1
+
+
+REST = {"diva.alpha_shared": 0.3, "schedule.gamma": 0.3, "schedule.tau": 1}  # the toy's other sampled values
+
+
+@pytest.mark.parametrize(
+    ("baseline", "message"),
+    [
+        ({"model.compos_num": 4, **REST}, r"missing \['model.ensemble_num'\]"),
+        ({"model.compos_num": 4, "model.ensemble_num": 2, **REST, "loss.beta": 1.2}, r"not sampled \['loss.beta'\]"),
+        ({"model.compos_num": 6, "model.ensemble_num": 2, **REST}, r"model.compos_num=6 \(not one of \[2, 4\]\)"),
+        ({"model.compos_num": 2, "model.ensemble_num": 4, **REST}, r"model.ensemble_num=4 \(not an integer in \[2, 3\]\)"),
+        ({"model.compos_num": 2, "model.ensemble_num": 2, **REST, "schedule.gamma": 0.9}, r"schedule.gamma=0.9 \(outside"),
+    ],
+)
+def test_a_baseline_the_space_cannot_draw_is_refused(toy_space, tmp_path, baseline, message) -> None:
+    toy_space([2, 4])
+    with open(tmp_path / "toy.py", "a") as module:
+        module.write(f"BASELINE = {baseline!r}\n")
+    with pytest.raises(SearchSpaceError, match=message):
+        search_spaces.get("toy")
+    with open(tmp_path / "toy.py", "a") as module:  # a valid one is taken as given
+        module.write(f"BASELINE = {{**{REST!r}, 'model.compos_num': 4, 'model.ensemble_num': 3}}\n")
+    sys.modules.pop("search_spaces.toy", None)
+    assert search_spaces.get("toy").baseline["model.compos_num"] == 4

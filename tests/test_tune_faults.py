@@ -1,7 +1,8 @@
 """Faults injected into the workers of one real sweep (see tests/faults.py): a killed worker, a truncated
-checkpoint, a NaN loss and a (simulated) CUDA out-of-memory error, each hitting one trial; the sweep goes on.
+checkpoint, a NaN loss, a (simulated) CUDA out-of-memory error and collapsed embeddings, each hitting one trial;
+the sweep goes on.
 
-One sweep (5 trials x 4 epochs, 2 at a time, FIFO) is run once for the module; each test checks one fault.
+One sweep (6 trials x 4 epochs, 2 at a time, FIFO) is run once for the module; each test checks one fault.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dcml_core.tracking import ERROR_TAG, TRIAL_TAG
+from dcml_core.tracking import COLLAPSED_TAG, ERROR_TAG, TRIAL_TAG
 from tests.faults import FAULTS, claims, fault_env
 from tests.test_tune_support import run_sweep_cli, sweep_env, tail, tiny_demo  # noqa: F401  (fixture)
 
@@ -36,7 +37,7 @@ def sweep(tmp_path_factory, tiny_demo) -> dict:  # noqa: F811
     env = fault_env(faults, storage / NAME, sweep_env(ray_tmp, OMP_WAIT_POLICY="PASSIVE"))
     log = root / "sweep.log"
     args = [
-        "--space", "smoke", "--data-root", str(tiny_demo), "--num-samples", "5", "--max-epochs", str(EPOCHS),
+        "--space", "smoke", "--data-root", str(tiny_demo), "--num-samples", "6", "--max-epochs", str(EPOCHS),
         "--scheduler", "fifo", "--search", "random", "--max-concurrent", "2", "--storage", str(storage),
         "--mlflow-uri", str(root / "mlflow"), "--name", NAME,
     ]  # fmt: skip
@@ -64,13 +65,13 @@ def _trial(sweep: dict, fault: str) -> tuple[str, Path]:
 def _epochs_logged_once(sweep: dict, trial: str) -> None:
     run = sweep["runs"][trial]
     steps = [m.step for m in sweep["client"].get_metric_history(run.info.run_id, "val/recall_at_1")]
-    assert steps == list(range(1, EPOCHS + 1))  # nothing lost, nothing twice
+    assert steps == list(range(EPOCHS + 1))  # the starting network at step 0, then every epoch; nothing twice
 
 
 def test_the_sweep_goes_on_and_every_fault_hit_one_trial(sweep) -> None:
     assert sweep["code"] == 0, tail(sweep["log"])
     assert sorted(sweep["claims"]) == sorted(FAULTS) and len(set(sweep["claims"].values())) == len(FAULTS)
-    assert len(sweep["runs"]) == 5  # one child run per trial, the clean one included
+    assert len(sweep["runs"]) == 6  # one child run per trial, the clean one included
     clean = set(sweep["runs"]) - set(sweep["claims"].values())
     (trial,) = clean
     assert sweep["runs"][trial].info.status == "FINISHED"
@@ -92,8 +93,9 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(sweep) -> None:
     trial, folder = _trial(sweep, "kill")
     results = _results(folder)
     first = _first_restored(results)
-    assert (first["epoch"], first["training_iteration"]) == (3, 3)  # continued from the epoch-2 checkpoint
-    assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS
+    # continued from the epoch-2 checkpoint (iteration 1 is the starting network's report)
+    assert (first["epoch"], first["training_iteration"]) == (3, 4)
+    assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS + 1
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
 
@@ -107,8 +109,8 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_says_so(sweep
     assert "restored from the older checkpoint" in log
     results = _results(folder)
     first = _first_restored(results)
-    assert (first["epoch"], first["training_iteration"]) == (2, 3)  # epoch 2 trained again from epoch 1
-    assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS + 1
+    assert (first["epoch"], first["training_iteration"]) == (2, 4)  # epoch 2 trained again from epoch 1
+    assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS + 2
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
 
@@ -121,7 +123,7 @@ def test_a_nan_loss_fails_the_trial_with_its_reason_in_mlflow(sweep) -> None:
     assert "NonFiniteLossError" in reason and "training loss is nan at epoch 2" in reason, reason
     assert "lower the learning rate" in reason
     steps = [m.step for m in sweep["client"].get_metric_history(run.info.run_id, "val/recall_at_1")]
-    assert steps == [1]  # the epoch before the NaN is kept
+    assert steps == [0, 1]  # the starting network and the epoch before the NaN are kept
 
 
 def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) -> None:
@@ -129,7 +131,7 @@ def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) 
     run = sweep["runs"][trial]
     assert run.info.status == "FAILED"
     reason = run.data.tags[ERROR_TAG]
-    assert "CUDA out of memory in training with batch size 128" in reason, reason
+    assert "CUDA out of memory in training with batch size 48" in reason, reason
     assert "lower data.batch_size" in reason and "--gpus-per-trial 0" in reason
     assert "not retried" in reason  # the retries re-raised at once instead of training again
     errors = [
@@ -137,6 +139,19 @@ def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) 
     ]
     trained = [ln for ln in errors if ln.startswith("dcml_core.engine.DeviceOutOfMemoryError")]
     assert len(trained) == 1, errors  # one attempt trained; every retry stopped at its first line
+
+
+def test_collapsed_embeddings_end_the_trial_named_as_such(sweep) -> None:
+    trial, folder = _trial(sweep, "collapse")
+    run = sweep["runs"][trial]
+    assert run.info.status == "FAILED" and run.data.tags[COLLAPSED_TAG] == "2"
+    assert run.data.tags[ERROR_TAG].startswith("embeddings collapsed at epoch 2 (val embedding spread 0 < 0.01)")
+    last = _results(folder)[-1]
+    assert last["epoch"] == 2 and last["collapsed"] == 1.0  # the trial ended at once: no epochs 3 and 4
+    log = sweep["log"].read_text(errors="replace")
+    assert f"trial {trial} ended at epoch 2/{EPOCHS}: its embeddings collapsed" in log
+    assert "COLLAPSED: every embedding at one point" in log
+    assert "1 collapsed (embeddings at one point: named, not scored)" in log, tail(sweep["log"])
 
 
 def test_a_recorded_deterministic_failure_is_raised_again_without_training(tmp_path) -> None:

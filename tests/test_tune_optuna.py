@@ -101,3 +101,32 @@ def test_a_final_result_without_a_usable_value_is_pruned_not_complete(value) -> 
     state, told = searcher.final_state({OBJECTIVE: value, "epoch": 4}, error=False)
     assert (state, told) == (TrialState.PRUNED, None)
     assert searcher.final_state({OBJECTIVE: 0.5, "epoch": 4}, error=True) == (TrialState.FAIL, None)
+
+
+BASELINE = {"optim.lr": 1e-3, "model.compos_num": 4}
+
+
+def test_the_baseline_is_the_first_trial_and_is_enqueued_once(tmp_path) -> None:
+    searcher = _searcher(PrunedAwareOptunaSearch, tmp_path, baseline=BASELINE)
+    assert searcher.suggest("a") == {"optim": {"lr": 1e-3}, "model": {"compos_num": 4}}
+    searcher.on_trial_complete("a", result={OBJECTIVE: 0.3, "epoch": 4})
+    second = searcher.suggest("b")
+    assert second != {"optim": {"lr": 1e-3}, "model": {"compos_num": 4}}
+    # a resumed sweep sets the study up again: the baseline, already in the study, is not enqueued twice
+    again = _searcher(PrunedAwareOptunaSearch, tmp_path, baseline=BASELINE)
+    again.suggest("c")
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    marked = [t.number for t in study.trials if t.user_attrs.get("dcml_baseline")]
+    assert marked == [0] and study.trials[2].params != study.trials[0].params
+
+
+def test_a_collapsed_trial_is_infeasible_not_a_low_score(tmp_path) -> None:
+    searcher = _searcher(PrunedAwareOptunaSearch, tmp_path)
+    _run(searcher, "a", [0.3, 0.5, 0.6, 0.7], stopped=False)
+    searcher.suggest("b")
+    searcher.on_trial_result("b", {OBJECTIVE: 0.2, "epoch": 1})
+    searcher.on_trial_complete("b", result={OBJECTIVE: 0.02, "epoch": 2, "collapsed": 1.0})
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    good, collapsed = study.trials
+    assert good.constraints == {} and collapsed.constraints == {"embedding_collapse": 1.0}
+    assert collapsed.state == TrialState.PRUNED  # ended before its last epoch; TPE ranks it below feasible ones

@@ -11,16 +11,16 @@ from tune.plan import SweepPlan
 from tune.settings import SweepSettings
 from tune.summary import TrialRecord, best_table, counts, device_hours, summary_text
 from tune.trainable import BestSoFar
-from tune.trial_outcome import outcome
+from tune.trial_outcome import outcome, result_outcome
 
 
-def _record(tid: str, status: str, val: float, test: float, epochs: int, seconds: float) -> TrialRecord:
-    return TrialRecord(tid, status, epochs, {"model.compos_num": 4, "optim.lr": 1e-4}, val, test, seconds)
+def _record(tid: str, status: str, val: float, test: float, epochs: int, seconds: float, **kw) -> TrialRecord:
+    return TrialRecord(tid, status, epochs, {"model.compos_num": 4, "optim.lr": 1e-4}, val, test, seconds, **kw)
 
 
 RECORDS = [
-    _record("a", "stopped early", 0.30, 0.20, 2, 100.0),
-    _record("b", "completed", 0.55, 0.41, 6, 300.0),
+    _record("a", "stopped early", 0.30, 0.20, 2, 100.0, baseline=True, start_test=0.05),
+    _record("b", "completed", 0.55, 0.41, 6, 300.0, start_val=0.2, start_test=0.08),
     _record("c", "failed", math.nan, math.nan, 0, 20.0),
     _record("d", "completed", 0.50, 0.45, 6, 300.0),
 ]
@@ -32,6 +32,11 @@ def test_trial_outcome_from_ray_status_and_epochs() -> None:
     assert outcome("ERROR", False, 3, 6) == "failed"
     assert outcome("RUNNING", False, 3, 6) == "unfinished"
     assert outcome("TERMINATED", False, 3, 6) == "unfinished"  # stopped by Ctrl-C, not by ASHA
+    assert outcome("TERMINATED", True, 3, 6, collapsed=True) == "collapsed"  # the trainable ended it
+    assert outcome("ERROR", False, 3, 6, collapsed=True) == "failed"
+    assert result_outcome("TERMINATED", {"epoch": 3, "done": True, "collapsed": 1.0}, 6) == "collapsed"
+    assert result_outcome("TERMINATED", {"epoch": 3, "done": True}, 6) == "stopped early"
+    assert result_outcome("TERMINATED", {"epoch": 3}, 6, done=True) == "stopped early"
 
 
 def test_best_table_ranks_by_validation_not_test() -> None:
@@ -43,7 +48,7 @@ def test_best_table_ranks_by_validation_not_test() -> None:
 
 
 def test_counts_and_device_hours() -> None:
-    assert counts(RECORDS) == {"completed": 2, "stopped early": 1, "failed": 1, "unfinished": 0}
+    assert counts(RECORDS) == {"completed": 2, "stopped early": 1, "collapsed": 0, "failed": 1, "unfinished": 0}
     assert device_hours(RECORDS, gpus_per_trial=0.5, cpus_per_trial=4) == (
         pytest.approx(720 * 0.5 / 3600),
         "GPU-hours",
@@ -61,11 +66,27 @@ def test_summary_text_and_parent_run_metrics() -> None:
     assert "Wall time 10.0 min; 0.200 GPU-hours" in text and "mlflow ui --backend-store-uri X" in text
     assert metrics["sweep/best_val_recall_at_1"] == 0.55 and metrics["sweep/best_test_recall_at_1"] == 0.41
     assert metrics["sweep/gpu_hours"] == pytest.approx(0.2) and metrics["sweep/trials_failed"] == 1
+    # the best trial against its own starting network, and tuning against the baseline (trial 1)
+    assert "vs its starting network (epoch 0): test Recall@1 0.0800 -> 0.4100 (5.12x, +33.00 points)" in text
+    assert "Baseline (a, the space's published configuration, stopped early after 2 epochs)" in text
+    assert "tuning gained +25.00 points of val Recall@1 over the baseline (test, reporting only: +21.00)" in text
+    assert metrics["sweep/best_start_test_recall_at_1"] == 0.08 and metrics["sweep/baseline_val_recall_at_1"] == 0.3
+
+
+def test_summary_names_collapsed_trials_and_a_missing_or_best_baseline() -> None:
+    collapsed = _record("e", "collapsed", 0.21, 0.05, 3, 50.0)
+    text, metrics = summary_text([*RECORDS[1:], collapsed], wall_s=60, gpus=0, cpus=1, ui="u")
+    assert "1 collapsed (embeddings at one point: named, not scored)" in text
+    assert "Baseline: no trial ran the space's published configuration" in text
+    assert metrics["sweep/trials_collapsed"] == 1
+    best_is_base = [_record("b", "completed", 0.55, 0.41, 6, 300.0, baseline=True), RECORDS[3]]
+    assert "the baseline is the best trial: tuning found nothing better" in summary_text(best_is_base, 1, 0, 1, "u")[0]
 
 
 def test_best_so_far_round_trips_through_the_checkpoint_folder(tmp_path) -> None:
     best = BestSoFar()
-    assert best.improves(0.0) and best.as_report() == {"best/epoch": 0}
+    assert best.improves(0.0) and best.as_report() == {}  # nothing selected before the first epoch
+    assert BestSoFar(start={"test/recall_at_1": 0.1}).as_report() == {"start/test/recall_at_1": 0.1}
     best = BestSoFar(0.4, 3, {"val/recall_at_1": 0.4, "test/recall_at_1": 0.3})
     assert not best.improves(0.4) and best.improves(0.41)
     best.save(tmp_path)
@@ -81,8 +102,9 @@ def _settings(scheduler: str = "asha", storage: str = "/tmp/x") -> SweepSettings
 
 def test_asha_rungs() -> None:
     assert SweepPlan(search_spaces.get("dcml_cub"), _settings()).rungs() == [75, 225]
-    demo = search_spaces.get("demo").with_overrides(max_epochs=6)  # grace 1, reduction factor 2
-    assert SweepPlan(demo, _settings()).rungs() == [1, 2, 4]
+    demo = search_spaces.get("demo").with_overrides(max_epochs=6)  # grace 2, reduction factor 3
+    assert SweepPlan(demo, _settings()).rungs() == [2]
+    assert SweepPlan(search_spaces.get("demo"), _settings()).rungs() == [2, 6]
     assert SweepPlan(demo, _settings("fifo")).rungs() == []
     assert SweepPlan(demo, _settings(), configs=({"schedule": {"n_epochs": 3}},)).rungs() == []  # fixed configs
 

@@ -152,6 +152,7 @@ def _train(cfg: ExperimentConfig, device: str, folder: tuple[Any, str]) -> None:
         best = dataclasses.replace(best, start=_primary(start))
         eval_s = sum(v for k, v in start.items() if k.endswith("/eval_time_s"))
         tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s})
+    while engine.epoch < cfg.schedule.n_epochs:
         train = engine.train_epoch()
         val = engine.evaluate("val")
         report = {**train, **val}

@@ -1,0 +1,90 @@
+"""Every trial starts its curves at epoch 0 (the starting network) and every sweep runs the space's baseline as
+its first trial, marked in Optuna, MLflow and the summary (on the session's real small sweep, see
+tests/analysis_sweep.py), and the starting network's scores are shared by trials that share it."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from pyarrow import fs as pafs
+
+import search_spaces
+from dcml_core.config import ExperimentConfig
+from dcml_core.engine import Engine
+from dcml_core.tracking import BASELINE_TAG, TRIAL_TAG
+from tests.analysis_sweep import small_sweep
+from tests.conftest import tiny_config
+from tests.test_tune_support import tiny_demo  # noqa: F401  (fixture)
+from tune.start_eval import FOLDER, start_key, start_scores
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_demo):  # noqa: F811
+    return small_sweep(tmp_path_factory, tiny_demo)
+
+
+@pytest.fixture(scope="module")
+def runs(sweep):
+    client = MlflowClient(sweep.tracking_uri)
+    exp = client.get_experiment_by_name(sweep.name)
+    return client, {r.data.tags[TRIAL_TAG]: r for r in client.search_runs([exp.experiment_id]) if TRIAL_TAG in r.data.tags}
+
+
+def test_the_first_trial_is_the_baseline_in_optuna_and_mlflow(sweep, runs) -> None:
+    baseline = search_spaces.get("smoke").baseline
+    study = optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{sweep.optuna_db}")
+    first = min(study.trials, key=lambda t: t.number)
+    assert first.user_attrs.get("dcml_baseline") is True
+    assert {k.replace("/", "."): v for k, v in first.params.items()} == pytest.approx(baseline)
+    assert sum(bool(t.user_attrs.get("dcml_baseline")) for t in study.trials) == 1
+    client, by_trial = runs
+    marked = [r for r in by_trial.values() if r.data.tags.get(BASELINE_TAG) == "true"]
+    assert len(marked) == 1 and marked[0].data.tags[TRIAL_TAG] == first.user_attrs["ray_trial_id"]
+    assert marked[0].info.run_name.startswith("baseline M2 K2")
+    log = (sweep.root / "sweep.log").read_text()
+    assert f"Baseline ({first.user_attrs['ray_trial_id']}, the space's published configuration" in log
+
+
+def test_every_curve_starts_at_epoch_zero_with_the_starting_network(sweep, runs) -> None:
+    client, by_trial = runs
+    for run in by_trial.values():
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "test/recall_at_1")}
+        assert 0 in history, run.info.run_name
+        assert client.get_metric_history(run.info.run_id, "val/recall_at_1")[0].step == 0
+        start = client.get_metric_history(run.info.run_id, "start/test/recall_at_1")
+        assert {m.value for m in start} == {history[0]}  # carried unchanged in every later report
+    assert "vs its starting network (epoch 0): test Recall@1" in (sweep.root / "sweep.log").read_text()
+
+
+def test_trials_with_the_same_starting_network_share_its_scores(sweep) -> None:
+    stored = sorted((sweep.sweep_dir / FOLDER).glob("*.json"))
+    results = {}
+    for trial in sweep.sweep_dir.glob("trial_*"):
+        first = json.loads((trial / "result.json").read_text().splitlines()[0])
+        assert first["epoch"] == 0
+        results[trial.name] = first
+    assert 1 <= len(stored) <= len(results)
+    scores = {json.loads(p.read_text())["test/recall_at_1"] for p in stored}
+    assert {r["test/recall_at_1"] for r in results.values()} == scores
+
+
+def test_start_scores_are_computed_once_per_starting_network(tiny_demo, tmp_path, monkeypatch) -> None:  # noqa: F811
+    cfg = ExperimentConfig.from_dict(tiny_config(str(tiny_demo), model={"arch": "demo_cnn_normalize"}))
+    a, b = Engine(cfg, device="cpu"), Engine(cfg.replace(optim={"lr": 0.5}), device="cpu")
+    other = Engine(cfg.replace(seed=cfg.seed + 1), device="cpu")
+    assert start_key(a) == start_key(b) != start_key(other)  # the learning rate does not change the start
+    folder = (pafs.LocalFileSystem(), str(tmp_path / "sweep" / "trial_a"))
+    first = start_scores(a, folder)
+    calls = []
+    monkeypatch.setattr(Engine, "evaluate", lambda self, split: calls.append(split) or {})
+    again = start_scores(b, (folder[0], str(tmp_path / "sweep" / "trial_b")))
+    assert calls == []  # served from <sweep>/start_eval, not evaluated again
+    assert {k: v for k, v in again.items() if "eval_time" not in k} == {
+        k: v for k, v in first.items() if "eval_time" not in k
+    }
+    assert again["val/eval_time_s"] == 0.0
+    start_scores(other, (folder[0], str(tmp_path / "sweep" / "trial_c")))
+    assert calls == ["val", "test"]  # another seed: another starting network
