@@ -41,17 +41,20 @@ def learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, key: str = OBJEC
             continue
         failed, early = trial["status"] in ("FAILED", "KILLED"), bool(trial["stopped_early"])
         style = dict(color="tab:red", ls=":") if failed else dict(color="tab:gray", ls="--") if early else {}
-        ax.plot(run["step"], run["value"], lw=1.2, alpha=0.85, **style)  # finished: one colour per trial
+        if trial.get("baseline") is True:  # the published configuration: thick, whatever became of it
+            style = {**style, "color": "black", "lw": 2.4}
+        ax.plot(run["step"], run["value"], **{"lw": 1.2, "alpha": 0.85, **style})  # finished: a colour each
         if early or failed:
             ax.plot(
                 run["step"].iloc[-1], run["value"].iloc[-1], "x" if early else "o", color=style["color"], ms=7
             )
-    ax.set(xlabel="epoch", ylabel=key, title=f"Learning curves ({len(trials)} trials)")
+    ax.set(xlabel="epoch (0: the starting network)", ylabel=key, title=f"Learning curves ({len(trials)} trials)")
     ax.legend(
         handles=[
             Line2D([], [], color="black", label="ran to the end (colour per trial)"),
             Line2D([], [], color="tab:gray", ls="--", marker="x", label="stopped early"),
-            Line2D([], [], color="tab:red", ls=":", marker="o", label="failed / killed"),
+            Line2D([], [], color="tab:red", ls=":", marker="o", label="failed / collapsed / killed"),
+            Line2D([], [], color="black", lw=2.4, label="baseline (published configuration)"),
         ],
         loc="best",
         fontsize=8,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,19 @@ from analysis.mlflow_io import (
     client_for,
     load_sweep,
 )
-from analysis.report_sections import best_trial_sections, importance_note, joined_section, oracle_title
-from analysis.stats import seed_summary
+from analysis.report_sections import (
+    DEFINITIONS,
+    best_table,
+    best_trial_sections,
+    comparison,
+    gains_section,
+    importance_note,
+    joined_section,
+    oracle_title,
+    overview,
+    seed_section,
+    untested_note,
+)
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.tracking import TrackingError, check_tracking_uri, is_remote
 
@@ -44,24 +54,6 @@ FIGURES = {
     "val_vs_test": "Validation against test Recall@1 (does selection transfer?)",
     "quality_vs_cost": "Quality against device-hours",
 }
-SWEEP_PARAMS = ("space", "search", "searcher", "scheduler", "seed", "num_samples", "max_epochs")
-DEFINITIONS = """\
-- **Validation-selected**: test metrics at the first epoch with the best validation Recall@1 (or the latest \
-test evaluation before it when test was not evaluated at that epoch). This is the number to report.
-- **Best-test-epoch**: test metrics at the epoch with the best *test* Recall@1 among the epochs where test \
-was evaluated, the convention of the original DiVA/DCML/Revisiting code. Sweeps evaluate test only when \
-validation improves (or every `eval.test_every` epochs; set it to 1 to evaluate every epoch), so the section \
-title says how many epochs that covers. It selects on the test set and is optimistic; use it only to compare \
-with published figures.
-- **Optuna state**: COMPLETE (ran all its epochs), PRUNED (stopped early by the scheduler), FAIL (error), as \
-the sweep's searcher told Optuna; importances use the COMPLETE trials only, as Optuna does.
-- **Evaltype weights** are tuned on the validation split only (seeded TPE on Recall@1); the test split is \
-embedded after tuning ends. Paper weightings: CUB (0.5, 1, 1, 1), CARS (0.5, 2, 2, 2), SOP (1, 1, 1, 1), \
-heads in the order discriminative, selfsimilarity, shared, intra.
-- Values are percent; `mean ± h` is the mean over seeds and the half-width of the 95% Student-t interval \
-(no interval with one seed). Only finished runs count (early-stopped ones included).
-- Device-hours: summed per-epoch train + evaluation time times the devices each trial held \
-(GPUs if it had any, else CPU cores; one device when the run does not say)."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +148,13 @@ def render_markdown(
     best: Sequence[TrialViews] = (),
 ) -> str:
     """The report's Markdown text (figures referenced by their PNG file names)."""
-    parts = [f"# Sweep report: {sweep.name}", _overview(sweep)]
+    parts = [f"# Sweep report: {sweep.name}", overview(sweep)]
     ranked = tables.best_configs(sweep.trials, k=top_k)
-    parts += [f"## Best configurations (top {top_k} by validation Recall@1)", _best_table(ranked)]
+    parts += [f"## Best configurations (top {top_k} by validation Recall@1)", best_table(ranked)]
+    parts += ["## What training and tuning gained", gains_section(sweep.trials)]
     parts += [
         "## Test results, validation-selected",
-        _untested_note(sweep),
+        untested_note(sweep),
         tables.to_markdown(val_table),
         "LaTeX: `table_val.tex`",
         "```latex\n" + tables.to_latex(val_table).rstrip() + "\n```",
@@ -172,7 +165,7 @@ def render_markdown(
         tables.to_markdown(oracle_table),
         "LaTeX: `table_oracle.tex`",
     ]
-    seeds = _seed_section(sweep)
+    seeds = seed_section(sweep)
     if seeds:
         parts += ["## Mean ± CI per configuration over seeds", seeds]
     if joined is not None:
@@ -184,7 +177,7 @@ def render_markdown(
         if name == "importance" and importance is not None:
             parts.append(importance_note(importance))
     if other is not None:
-        parts += _comparison(sweep, other)
+        parts += comparison(sweep, other)
     parts += ["## Definitions", DEFINITIONS]
     return "\n\n".join(p.rstrip("\n") for p in parts if p) + "\n"
 
@@ -218,84 +211,14 @@ def _figures(
     return [plots.save_figure(fig, out / f"{name}.png") for name, fig in figures.items()]
 
 
-def _overview(sweep: SweepData) -> str:
-    trials = sweep.trials
-    params = sweep.parent.get("params", {})
-    lines = [
-        f"Experiment `{sweep.name}` in `{sweep.tracking_uri}`, generated {time.strftime('%Y-%m-%d %H:%M')}."
-    ]
-    if params:
-        keys = [k for k in SWEEP_PARAMS if k in params]
-        lines.append("Sweep: " + ", ".join(f"{k} `{params[k]}`" for k in keys) + ".")
-    if sweep.repeat_of:
-        lines.append(f"Seed repeats of sweep `{sweep.repeat_of}`: runs are grouped by configuration id.")
-    done = trials["status"] == "FINISHED"
-    early = done & trials["stopped_early"].astype(bool)
-    counts = {
-        "ran to the end": int((done & ~early).sum()),
-        "stopped early": int(early.sum()),
-        "failed": int((trials["status"] == "FAILED").sum()),
-        "killed or unfinished": int((~trials["status"].isin(["FINISHED", "FAILED"])).sum()),
-    }
-    lines.append(f"Trials: {len(trials)} (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ").")
-    for unit, hours in trials.groupby("device_unit")["device_hours"].sum().items():
-        lines.append(f"Compute: {hours:.3g} {unit}.")
-    return " ".join(lines)
 
 
-def _untested_note(sweep: SweepData) -> str:
-    trials = sweep.trials
-    finished = trials[(trials["status"] == "FINISHED") & trials["objective"].notna()]
-    missing = int(finished["sel_test_epoch"].isna().sum()) if "sel_test_epoch" in finished else len(finished)
-    if not missing:
-        return ""
-    return (
-        f"{missing} of {len(finished)} finished runs have no test evaluation at or before their "
-        "validation-selected epoch (their cells read –); single runs evaluate test only every "
-        "`eval.test_every` epochs and at the end."
-    )
 
 
-def _best_table(best: pd.DataFrame) -> str:
-    if best.empty:
-        return "No finished trial with a validation objective."
-    shown = best.drop(columns=["best_run_id"]).copy()
-    shown["objective"] = shown["objective"].map(lambda v: f"{v:.4f}")
-    shown["objective_max"] = shown["objective_max"].map(lambda v: f"{v:.4f}")
-    shown = shown.rename(columns={"objective": "val R@1 (mean)", "objective_max": "val R@1 (best run)"})
-    return tables.markdown_table(shown.map(tables.format_value))
 
 
-def _seed_section(sweep: SweepData) -> str:
-    metrics = [m for m in ("objective", "sel_test/recall_at_1") if m in sweep.trials.columns]
-    summary = seed_summary(sweep.trials, metrics)
-    if summary.empty or summary["n"].max() < 2:
-        return ""
-    labels = tables.config_labels(sweep.trials)
-    rows = []
-    for cid, part in summary.groupby("config_id", sort=False):
-        row = {"config_id": cid, "configuration": labels.get(cid, cid), "seeds": part["seeds"].iloc[0]}
-        for _, r in part.iterrows():
-            name = "val R@1" if r["metric"] == "objective" else "test R@1 (val-selected)"
-            row[f"{name} mean ± CI"] = tables.format_mean_ci(r["mean"], r["ci"], 100, 2, "±")
-            row[f"{name} std"] = "–" if pd.isna(r["std"]) else f"{100 * r['std']:.2f}"
-        rows.append(row)
-    return tables.markdown_table(pd.DataFrame(rows))
 
 
-def _comparison(sweep: SweepData, other: SweepData) -> list[str]:
-    parts = [
-        f"## Comparison: `{sweep.name}` against `{other.name}`",
-        "Best configuration of each sweep (by validation Recall@1).",
-    ]
-    for selection, title in tables.SELECTION_TITLES.items():
-        stacked = tables.compare_table({sweep.name: sweep.trials, other.name: other.trials}, selection)
-        parts += [f"### {title.capitalize()}", tables.to_markdown(stacked)]
-    parts += [
-        f"### Learning curves of `{other.name}`",
-        f"![Learning curves of {other.name}](compare_curves.png)",
-    ]
-    return parts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """One row per trial from MLflow runs and their curves: configuration, selected metrics, epochs, time, cost.
 
-Selection rules (all on the curves logged with step = epoch):
+Selection rules (all on the curves logged with step = epoch; step 0 is the starting network, evaluated before
+the first training step: its metrics are ``start_val/*`` and ``start_test/*``, and it is never selected):
 
 * ``best_epoch``: the first epoch at which the validation objective reaches its best value (ties keep the
   earlier epoch, as the trainable's strict ``>``); ``best_val/*`` are the validation metrics of that epoch;
@@ -26,6 +27,8 @@ import pandas as pd
 from analysis.params import canonical_flat, config_fields, config_id, display_value
 from dcml_core.metric_names import OBJECTIVE
 from dcml_core.tracking import (  # the tags the writers set (defined once there)
+    BASELINE_TAG,
+    COLLAPSED_TAG,
     CONFIG_TAG,
     ERROR_TAG,
     PARENT_ROLE,
@@ -37,6 +40,7 @@ from dcml_core.tracking import (  # the tags the writers set (defined once there
 )
 
 TIME_SUFFIX = "eval_time_s"
+START_STEP = 0  # the step of the starting network's evaluation
 SELECTIONS = {"val": "sel_test/", "oracle": "oracle_test/"}  # table conventions -> column prefixes
 
 
@@ -50,10 +54,12 @@ def trial_table(
     """One row per non-parent run, ordered by start time.
 
     Columns: ``run_id, run_name, trial_id, sweep, status, error, start_time, end_time, config_id, repeat_of,
-    seed, objective`` (best validation objective), ``best_epoch, epochs_run, n_epochs, stopped_early,
+    baseline`` (the space's published configuration), ``collapsed_epoch`` (NaN unless its embeddings collapsed),
+    ``seed, objective`` (best validation objective), ``best_epoch, epochs_run, n_epochs, stopped_early,
     wall_time_s`` (run end - start), ``compute_s`` (sum of the logged per-epoch train + eval seconds; the wall
     time when none were logged), ``device_hours, device_unit``, the flat configuration keys
-    (``model.compos_num``, ...; lists as ``a,b``), then ``best_val/*, final_val/*, sel_test/*, oracle_test/*``
+    (``model.compos_num``, ...; lists as ``a,b``), then ``start_val/*, start_test/*`` (the starting network),
+    ``best_val/*, final_val/*, sel_test/*, oracle_test/*``
     and ``final_epoch, sel_test_epoch, oracle_test_epoch, test_epochs`` (epochs with a test evaluation).
     """
     if mode not in ("max", "min"):
@@ -93,10 +99,13 @@ def select_epochs(wide: pd.DataFrame, objective: str = OBJECTIVE, mode: str = "m
         "oracle_test_epoch": np.nan,
         "test_epochs": 0,
     }
-    if objective not in wide.columns or wide[objective].dropna().empty:
-        return out
     val = [k for k in wide.columns if k.startswith("val/") and not k.endswith(TIME_SUFFIX)]
     test = [k for k in wide.columns if k.startswith("test/") and not k.endswith(TIME_SUFFIX)]
+    if START_STEP in wide.index:  # the starting network, reported before the first step
+        out.update({f"start_{k}": wide.at[START_STEP, k] for k in [*val, *test]})
+        wide = wide.drop(index=START_STEP)
+    if objective not in wide.columns or wide[objective].dropna().empty:
+        return out
     series = wide[objective].dropna()
     best = series.idxmax() if mode == "max" else series.idxmin()
     out.update(objective=float(series[best]), best_epoch=int(best), final_epoch=int(series.index.max()))
@@ -149,7 +158,7 @@ def _trial_row(
     chosen = select_epochs(wide, objective, mode)
     epochs_run = int(wide.index.max()) if len(wide) else 0
     if objective in wide.columns and wide[objective].notna().any():
-        epochs_run = int(wide[objective].dropna().index.max())
+        epochs_run = int(wide[objective].dropna().index.max())  # 0: only the starting network was evaluated
     n_epochs = config.get("schedule.n_epochs")
     stopped = run.get(f"tags.{STOPPED_TAG}")
     if isinstance(stopped, str):
@@ -170,6 +179,8 @@ def _trial_row(
         "end_time": run["end_time"],
         "config_id": _get(run, CONFIG_TAG) or config_id(params),
         "repeat_of": _get(run, REPEAT_TAG),
+        "baseline": _get(run, BASELINE_TAG) == "true",
+        "collapsed_epoch": _number(_get(run, COLLAPSED_TAG)) if _get(run, COLLAPSED_TAG) else np.nan,
         "seed": config.get("seed"),
         "objective": chosen.pop("objective"),
         "best_epoch": chosen.pop("best_epoch"),
