@@ -59,7 +59,7 @@ def ray_records(sweep_dir: Path) -> dict[str, dict]:
         out[trial.trial_id] = {
             "status": trial.status,
             "epochs": max(r[EPOCH] for r in results),
-            "best_val": max(r[OBJECTIVE] for r in results),
+            "best_val": max(r[OBJECTIVE] for r in results if r[EPOCH] >= 1),  # epoch 0: the start, never selected
             "running_best": trial.last_result[f"best/{OBJECTIVE}"],  # the trainable's own bookkeeping
             "config": trial.config,
         }
