@@ -11,12 +11,16 @@ trials do not share the cores and ASHA's decisions do not depend on timing). Mea
 * best validation Recall@1 (``val/recall_at_1``, any trial, any epoch) of each, and the gap FIFO - ASHA;
   whether ASHA ran FIFO's best configuration to the end;
 * reproducibility: the largest difference of ``val/recall_at_1`` between the two runs of a configuration
-  at the epochs both ran (0 when training is deterministic).
+  at the epochs both ran (0 when training is deterministic);
+* rank agreement at each ASHA rung: Spearman's rho between the validation Recall@1 ASHA saw at the rung and the
+  final value (best over all epochs) of the same configurations run to the end by FIFO.
+
+Epoch 0 (the starting network, reported before training) counts as device time but never as a best value.
 
 The demo data set is built by a ``--dry-run`` first (warm cache). Usage::
 
-    python benchmarks/bench_early_stopping.py                  # 8 trials x 6 epochs, seed 0 (about 16 min)
-    python benchmarks/bench_early_stopping.py --num-samples 12 --seed 3
+    python benchmarks/bench_early_stopping.py                  # the demo's 12 trials x 12 epochs, seed 0
+    python benchmarks/bench_early_stopping.py --num-samples 16 --seed 3
     python benchmarks/bench_early_stopping.py --quick          # 3 trials x 2 epochs
 
 Results: ``benchmarks/results/early_stopping.json`` (``_quick`` suffix with ``--quick``).
@@ -34,9 +38,11 @@ from typing import Any
 
 from bench_sweep_overhead import breakdown
 from common import RESULTS_DIR, LoadMonitor, describe_load, machine_info, save_json
+from scipy import stats
 from sweep_process import SweepRun, child_env, run_sweep, warm_up, with_sweep_cpu
 
-from dcml_core.metric_names import OBJECTIVE
+import search_spaces
+from dcml_core.metric_names import EPOCH, OBJECTIVE
 
 SCHEDULERS = ("asha", "fifo")
 
@@ -59,9 +65,29 @@ def best_of(run: SweepRun) -> tuple[float, int, int]:
     best = (-math.inf, -1, 0)
     for i, tid in by_index(run).items():
         for r in run.results[tid]:
-            if r[OBJECTIVE] > best[0]:
-                best = (r[OBJECTIVE], i, r["training_iteration"])
+            if r[EPOCH] >= 1 and r[OBJECTIVE] > best[0]:
+                best = (r[OBJECTIVE], i, r[EPOCH])
     return best
+
+
+def final_value(rows: list[dict[str, Any]]) -> float:
+    """Best validation Recall@1 over the trained epochs of one trial."""
+    return max((r[OBJECTIVE] for r in rows if r[EPOCH] >= 1), default=math.nan)
+
+
+def rung_agreement(runs: dict[str, SweepRun], rungs: list[int]) -> list[dict[str, Any]]:
+    """Per rung: Spearman's rho between ASHA's view at the rung and FIFO's final values, same configurations."""
+    a, f = by_index(runs["asha"]), by_index(runs["fifo"])
+    out = []
+    for rung in rungs:
+        pairs = []
+        for i in sorted(set(a) & set(f)):
+            seen = [r[OBJECTIVE] for r in runs["asha"].results[a[i]] if r[EPOCH] == rung]
+            if seen:
+                pairs.append((seen[0], final_value(runs["fifo"].results[f[i]])))
+        rho = stats.spearmanr(*zip(*pairs)).statistic if len(pairs) > 2 else math.nan
+        out.append({"rung": rung, "trials": len(pairs), "spearman": float(rho)})
+    return out
 
 
 def max_metric_diff(runs: dict[str, SweepRun]) -> float:
@@ -69,10 +95,10 @@ def max_metric_diff(runs: dict[str, SweepRun]) -> float:
     a, f = by_index(runs["asha"]), by_index(runs["fifo"])
     diffs = [0.0]
     for i in set(a) & set(f):
-        fifo_rows = {r["training_iteration"]: r[OBJECTIVE] for r in runs["fifo"].results[f[i]]}
+        fifo_rows = {r[EPOCH]: r[OBJECTIVE] for r in runs["fifo"].results[f[i]]}
         for r in runs["asha"].results[a[i]]:
-            if r["training_iteration"] in fifo_rows:
-                diffs.append(abs(r[OBJECTIVE] - fifo_rows[r["training_iteration"]]))
+            if r[EPOCH] in fifo_rows:
+                diffs.append(abs(r[OBJECTIVE] - fifo_rows[r[EPOCH]]))
     return max(diffs)
 
 
@@ -87,10 +113,8 @@ def summarize_run(run: SweepRun) -> dict[str, Any]:
         "wall_s": run.wall_s,
         "epochs": run.epochs(),
         "trials": len(run.results),
-        "epochs_per_trial": [len(run.results[ids[i]]) for i in sorted(ids)],
-        "best_val_recall_at_1_per_trial": [
-            max(r[OBJECTIVE] for r in run.results[ids[i]]) for i in sorted(ids)
-        ],
+        "epochs_per_trial": [max(r[EPOCH] for r in run.results[ids[i]]) for i in sorted(ids)],
+        "best_val_recall_at_1_per_trial": [final_value(run.results[ids[i]]) for i in sorted(ids)],
         "best_val_recall_at_1": best,
         "best_trial": idx,
         "best_epoch": epoch,
@@ -124,21 +148,31 @@ def table(res: dict[str, Any]) -> str:
         f"  ASHA saved {100 * (1 - res['device_ratio']):.0f} % of the device time; FIFO's best configuration "
         f"(trial {f['best_trial']}) ran {res['asha_epochs_of_fifo_best']} epoch(s) under ASHA"
     )
+    for r in res["rung_agreement"]:
+        out.append(f"  rung at epoch {r['rung']}: Spearman {r['spearman']:.2f} between ASHA's view and the final "
+                   f"values of the same {r['trials']} configurations")  # fmt: skip
     return "\n".join(out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--num-samples", type=int, default=8, help="trials per sweep (default 8)")
-    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: the space's 6)")
+    p.add_argument("--num-samples", type=int, help="trials per sweep (default: the demo space's)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: the space's)")
     p.add_argument("--seed", type=int, default=0, help="random-search seed shared by both sweeps (default 0)")
     p.add_argument("--max-concurrent", type=int, default=1, help="trials at once (default 1: steady timings)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 trials x 2 epochs")
     p.add_argument("--keep", action="store_true", help="keep the temporary sweep folders and print the path")
     p.add_argument("--out", type=Path, help="JSON path (default results/early_stopping[_quick].json)")
     args = p.parse_args()
+    space = search_spaces.get("demo")
     if args.quick:
         args.num_samples, args.max_epochs = 3, 2
+    args.num_samples = args.num_samples or space.defaults["num_samples"]
+    space = space.with_overrides(max_epochs=args.max_epochs)
+    rungs, rung = [], space.scheduler["grace_period"]
+    while rung < space.scheduler["max_t"]:  # ASHA's rungs: grace * rf**k below max_t
+        rungs.append(rung)
+        rung *= space.scheduler["reduction_factor"]
     out = args.out or RESULTS_DIR / ("early_stopping_quick.json" if args.quick else "early_stopping.json")
     flags = ["--search", "random", "--seed", str(args.seed), "--num-samples", str(args.num_samples),
              "--max-concurrent", str(args.max_concurrent)]  # fmt: skip
@@ -166,6 +200,7 @@ def main() -> None:
     res["recall_gap"] = res["fifo"]["best_val_recall_at_1"] - res["asha"]["best_val_recall_at_1"]
     res["asha_epochs_of_fifo_best"] = res["asha"]["epochs_per_trial"][res["fifo"]["best_trial"]]
     res["max_val_recall_diff_same_config_same_epoch"] = max_metric_diff(runs)
+    res["rung_agreement"] = rung_agreement(runs, rungs)
     res["benchmark_wall_s"] = time.perf_counter() - start
     print(
         f"\nsampled configurations identical in both runs: {configs['identical']}/{configs['trials']} "

@@ -55,7 +55,8 @@ class SweepRun:
         return sum(r["time/train_s"] + r["time/eval_s"] for rows in self.results.values() for r in rows)
 
     def epochs(self) -> int:
-        return sum(len(rows) for rows in self.results.values())
+        """Trained epochs (epoch 0, the starting network's evaluation, is not one)."""
+        return sum(1 for rows in self.results.values() for r in rows if r.get("epoch", 1) >= 1)
 
 
 def child_env(tmp: Path) -> dict[str, str]:

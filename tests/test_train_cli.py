@@ -125,7 +125,7 @@ def test_run_logs_to_mlflow_and_resumes_the_same_run(tiny_demo_root, tmp_path, m
     (run,) = client.search_runs([run.info.experiment_id])
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_at_1")]
-    assert steps == [1, 2]  # one value per epoch, none logged twice
+    assert steps == [0, 1, 2]  # the starting network at step 0, then one value per epoch, none logged twice
     assert "test/recall_at_1" in run.data.metrics and "train/loss" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} >= {
         "checkpoint/state.pt", "checkpoint/config.json"}

@@ -33,13 +33,14 @@ def _isolated(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def cub_root(tmp_path, monkeypatch) -> Path:
-    """A tiny CUB200 in the Revisiting folder layout (10 classes x 4 images) and stand-in weights."""
+    """A tiny CUB200 in the Revisiting folder layout (130 classes x 4 images: the 65 training classes hold out 13
+    for validation and leave 52, enough for the 50 classes of a dcml_cub batch) and stand-in weights."""
     root = tmp_path / "data"
-    for c in range(1, 11):
+    for c in range(1, 131):
         folder = root / "cub200" / "images" / f"{c:03d}.Bird_{c}"
         folder.mkdir(parents=True)
         for i in range(4):
-            Image.new("RGB", (24, 24), (20 * c, 10 * i, 0)).save(folder / f"Bird_{c}_{i}.jpg")
+            Image.new("RGB", (24, 24), (20 * c % 256, 10 * i, c // 13)).save(folder / f"Bird_{c}_{i}.jpg")
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / "resnet50-0676ba61.pth").write_bytes(b"")  # only its presence is checked before a trial starts
@@ -117,7 +118,7 @@ def test_dry_run_validates_and_prints_the_sampled_configurations(capsys, cub_roo
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if "compos_num" in line and "ensemble_num" in line)
     assert [line.split()[0] for line in lines[header + 1 : header + 6]] == ["1", "2", "3", "4", "5"]
-    assert '"n_train_classes": 4' in out and '"n_val_classes": 1' in out  # 5 train classes, 20 % held out
+    assert '"n_train_classes": 52' in out and '"n_val_classes": 13' in out  # 65 train classes, 20 % held out
     first = json.loads(
         out[out.index("First configuration in full:") + 28 : out.index("All 5 configurations")]
     )
