@@ -106,11 +106,27 @@ def server_problem(uri: str, timeout: float) -> str | None:
     return None
 
 
-def ui_command(uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store (loopback only)."""
-    if is_remote(uri):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
+    """The shell command that opens the MLflow UI on this store (loopback only) and, with ``experiment_id``,
+    the address of the sweep's trials in it (:func:`ui_trials_url`)."""
+    base = uri.rstrip("/") if is_remote(uri) else "http://127.0.0.1:5000"
+    command = f"open {uri} in a browser" if is_remote(uri) else f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return command + (f", then {ui_trials_url(base, experiment_id)}" if experiment_id else "")
+
+
+def ui_trials_url(base: str, experiment_id: str, charts: bool = False) -> str:
+    """The MLflow 3 UI page of a sweep's trial runs, best first. ``workflowType`` opens the classic training view
+    (a fresh browser opens MLflow 3 on its GenAI overview, whatever the experiment's kind), the filter lists the
+    trials flat (not folded under the sweep's parent run), ``compareRunsMode=CHART`` shows their curves."""
+    from urllib.parse import quote, urlencode
+
+    from dcml_core.metric_names import OBJECTIVE
+
+    query = {"workflowType": "machine_learning", "searchFilter": f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'",
+             "orderByKey": f"metrics.`best/{OBJECTIVE}`", "orderByAsc": "false"}  # fmt: skip
+    if charts:
+        query["compareRunsMode"] = "CHART"
+    return f"{base}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def git_state(repo: Path | None = None) -> tuple[str | None, bool]:

@@ -99,7 +99,7 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
                 log = writer.pending.get(record.trial_id) or TrialLog(record.trial_id, record.config)
                 log.checkpoint = directory
                 writer.submit(log)
-        ui = ui_command(settings.mlflow_uri)
+        ui = ui_command(settings.mlflow_uri, writer.experiment_id)
         text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
         if writer.flush():  # the last try: the runs' updates first, then the sweep's end
             writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
