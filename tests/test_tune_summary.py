@@ -102,9 +102,9 @@ def _settings(scheduler: str = "asha", storage: str = "/tmp/x") -> SweepSettings
 
 def test_asha_rungs() -> None:
     assert SweepPlan(search_spaces.get("dcml_cub"), _settings()).rungs() == [75, 225]
-    demo = search_spaces.get("demo").with_overrides(max_epochs=6)  # grace 2, reduction factor 3
-    assert SweepPlan(demo, _settings()).rungs() == [2]
-    assert SweepPlan(search_spaces.get("demo"), _settings()).rungs() == [2, 6]
+    demo = search_spaces.get("demo").with_overrides(max_epochs=6)  # grace 1, reduction factor 3
+    assert SweepPlan(demo, _settings()).rungs() == [1, 3]
+    assert SweepPlan(search_spaces.get("demo"), _settings()).rungs() == [1, 3, 9]
     assert SweepPlan(demo, _settings("fifo")).rungs() == []
     assert SweepPlan(demo, _settings(), configs=({"schedule": {"n_epochs": 3}},)).rungs() == []  # fixed configs
 
