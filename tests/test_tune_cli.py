@@ -214,3 +214,16 @@ def test_a_data_set_with_too_few_images_per_class_is_refused(capsys, cub_root) -
     assert code == 2, (out, err)
     assert err.startswith("error: ") and "Traceback" not in err, err
     assert "fewer images than samples_per_class=2" in err and "'001.Bird_1'" in err
+
+
+def test_a_small_cub_subset_is_refused_with_the_split_and_the_fix(capsys, cub_root) -> None:
+    """A user's subset whose validation split holds one class: refused before Ray, not scored 1.0 every epoch."""
+    for folder in sorted((cub_root / "cub200" / "images").glob("*"))[8:]:
+        for image in folder.glob("*.jpg"):
+            image.unlink()
+        folder.rmdir()  # 8 classes left: 4 for training, of which 20 % holds out one for validation
+    code, out, err = _main(capsys, "--space", "diva_cub", "--data-root", str(cub_root), "--dry-run")
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+    assert "the validation split has 1 class(es) (4 images)" in err and "raise data.val_fraction" in err
+    assert "each training batch draws 56 classes (data.batch_size 112" in err
+    assert not (Path.cwd() / "runs").exists()  # refused before anything was written
