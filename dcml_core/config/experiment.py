@@ -6,7 +6,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from dcml_core.config.coerce import build_group, coerce, fail, unknown_key
 from dcml_core.config.data import DataConfig
@@ -41,6 +41,7 @@ class ExperimentConfig:
     seed: int = 1
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # mixed precision, CUDA only
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU has it natively, else fp16
     channels_last: bool = True  # CUDA only
     deterministic: bool = True
 
