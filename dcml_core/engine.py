@@ -111,8 +111,7 @@ class Engine:
         """One epoch: the terms' epoch hooks (queue pre-fill, re-clustering), then sample, mine, loss, step."""
         start = time.perf_counter()
         access = TrainingAccess(self._train_images, self._train_features, self._autocast)
-        fix = f"lower data.batch_size (--bs) or {_SHARE}"
-        hooks = f"epoch {self.epoch + 1}'s queue fill / re-clustering on {self.device}"
+        fix, hooks = f"lower data.batch_size (--bs) or {_SHARE}", f"epoch {self.epoch + 1}'s epoch hooks on {self.device}"
         self.objective.before_epoch(self.epoch, access, run=lambda term, hook: self.oom.run(hook, hooks, fix))
         self.model.train()
         self.objective.train()
