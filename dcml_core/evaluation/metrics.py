@@ -12,11 +12,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
 from dcml_core.evaluation.clustering import faiss_gpu_available, kmeans
+from dcml_core.evaluation.faiss_lib import faiss
 from dcml_core.evaluation.knn import knn, resolve_device
 from dcml_core.metrics import METRICS, Metric, MetricInputs, map_at_r, map_c, recall_at_k, registered
 
