@@ -140,14 +140,10 @@ def check_args(args: argparse.Namespace) -> None:
     _positive(args.max_concurrent, "--max-concurrent")
     _positive(args.cpus_per_trial, "--cpus-per-trial")
     _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
-    if (
-        args.gpus_per_trial is not None
-        and args.gpus_per_trial > 1
-        and not float(args.gpus_per_trial).is_integer()
-    ):
-        raise UsageError(
-            f"--gpus-per-trial {args.gpus_per_trial:g}: above 1 GPU only whole GPUs can be requested"
-        )
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1:
+        from tune.trial_device import whole_gpus_refused
+
+        raise UsageError(whole_gpus_refused(args.gpus_per_trial))
     check_repeat_args(args)
 
 

@@ -85,7 +85,7 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
             ProgressCallback(settings.num_samples, plan.n_epochs),
         ]
         if settings.resume:
-            tuner = restore_tuner(settings, settings.cpus_per_trial, gpus)
+            tuner = restore_tuner(plan, settings.cpus_per_trial, gpus)
         else:
             tuner = new_tuner(plan, settings.cpus_per_trial, gpus, callbacks)
         results = tuner.fit()
