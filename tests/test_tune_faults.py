@@ -135,7 +135,7 @@ def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) 
     errors = [
         ln for ln in (folder / "error.txt").read_text().splitlines() if "Error: " in ln and ln[0] != " "
     ]
-    trained = [ln for ln in errors if ln.startswith("dcml_core.engine.DeviceOutOfMemoryError")]
+    trained = [ln for ln in errors if ln.startswith("dcml_core.oom.DeviceOutOfMemoryError")]
     assert len(trained) == 1, errors  # one attempt trained; every retry stopped at its first line
 
 

@@ -19,6 +19,7 @@ from tune.cluster import (
     default_gpus_per_trial,
     start_ray,
 )
+from tune.cluster_check import check_cluster
 from tune.mlflow_callback import MLflowSweepCallback, writer_for
 from tune.plan import SweepPlan
 from tune.progress import ProgressCallback
@@ -61,6 +62,25 @@ def announce(plan: SweepPlan, cpus: float, gpus: float) -> None:
     print("\n".join(lines), flush=True)
 
 
+def check_only(plan: SweepPlan) -> int:
+    """``--check-cluster``: start or join Ray, check every node (with a GPU matrix product), print the table;
+    exit code 0 when the cluster can run the sweep, 2 when not. Writes nothing."""
+    settings = plan.settings
+    start_ray(settings.address)
+    try:
+        check_tracking_for_cluster(settings.mlflow_uri)
+        gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
+        check_resources(settings.cpus_per_trial, gpus)
+        check_cluster(plan, gpus, smoke=True)
+        print(f"The cluster can run sweeps of space {settings.space} with {gpus:g} GPU per trial.", flush=True)
+        return EXIT_OK
+    except (ClusterError, TrackingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        ray.shutdown()
+
+
 def run_sweep(plan: SweepPlan, command: str) -> int:
     """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
     settings, start = plan.settings, time.time()
@@ -71,6 +91,7 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
         check_tracking_for_cluster(settings.mlflow_uri)
         gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
         check_resources(settings.cpus_per_trial, gpus)
+        check_cluster(plan, gpus)  # every node: CUDA for the GPU share, faiss, data, weights, shared storage
         if not settings.resume:  # only now: a sweep refused above leaves nothing behind
             settings.save()
         announce(plan, settings.cpus_per_trial, gpus)
