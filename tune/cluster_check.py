@@ -158,7 +158,7 @@ def run_check(config: dict[str, Any], storage: str, cpus: float, gpus: float, sm
         filesystem.delete_dir(folder)
     headers = ["node", "CPU/GPU (Ray)", "trials", "torch", "CUDA build", "driver", "CUDA", "GPUs torch/faiss",
                "faiss", "data", "weights", "storage shared"] + (["GPU matmul"] if smoke else [])  # fmt: skip
-    return tabulate(table, headers=headers, tablefmt="simple"), problems
+    return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True), problems
 
 
 def _read_back(filesystem: Any, folder: str, node_id: str, token: str) -> str:
