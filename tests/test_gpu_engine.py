@@ -14,22 +14,10 @@ from dcml_core.data_bundle import loader_workers
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
 from dcml_core.precision import amp_dtype, make_scaler, set_deterministic
 from tests.conftest import tiny_config
+from tests.test_engine import _params as _state
+from tests.test_engine import _threads  # noqa: F401  (autouse fixture: 2 torch threads)
 
 OOM = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
-
-
-def _state(engine: Engine) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v for k, v in engine.model.state_dict().items()}
-    out.update({f"objective.{k}": v for k, v in engine.objective.state_dict().items()})
-    return out
 
 
 def _assert_same_run(a: Engine, b: Engine) -> None:
