@@ -139,8 +139,9 @@ def dcml_trial(config: dict[str, Any], rungs: tuple[int, ...] = ()) -> None:
     try:
         device = trial_device(gpus)  # before any data is read: never a silent CPU trial on a GPU share
         use_threads(cpus)
-        engine_options = {"cpus": cpus, **dict(zip(("oom_retries", "oom_wait_s"), oom_retries(gpus)))}
-        _train(ExperimentConfig.from_dict(config), device, engine_options, tuple(rungs), device_tags(device, cpus, gpus))
+        retries, wait = oom_retries(gpus)
+        options = {"cpus": cpus, "oom_retries": retries, "oom_wait_s": wait}
+        _train(ExperimentConfig.from_dict(config), device, options, tuple(rungs), device_tags(device, cpus, gpus))
     except DeviceOutOfMemoryError as err:
         err = DeviceOutOfMemoryError(f"{err}; this trial had {gpus:g} GPU (--gpus-per-trial {gpus:g})")
         if 0 < gpus < 1:  # maybe the neighbour's doing: Tune restarts the trial from its last checkpoint
