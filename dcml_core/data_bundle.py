@@ -5,11 +5,14 @@ Everything that can be wrong with the data is checked in :func:`prepare_data`, b
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from dcml_core.config import ExperimentConfig
 from dcml_core.data import (
@@ -24,6 +27,7 @@ from dcml_core.data import (
     verify_images,
 )
 from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
+from dcml_core.data.seeded import RangeBatches, SeededBatches, SeededDataset
 from dcml_core.data.split_checks import check_split_sizes
 from dcml_core.models import input_convention
 from dcml_core.registry import HEADS
@@ -101,11 +105,29 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
     )
 
 
-class Loaders:
-    """Builds the training and evaluation loaders of a :class:`DataBundle`."""
+def loader_workers(requested: int, cpus: int) -> int:
+    """Loader worker processes for a run allowed ``cpus`` cores: at most ``requested`` (``data.num_workers``)
+    and at most ``cpus - 1``, one core staying with the training process (0: load in the main process)."""
+    return max(0, min(requested, cpus - 1))
 
-    def __init__(self, cfg: ExperimentConfig, bundle: DataBundle, device: torch.device) -> None:
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Loaders:
+    """Builds the training and evaluation loaders of a :class:`DataBundle`.
+
+    Two loaders live as long as the run: the training loader and one evaluation loader for every split (its
+    batch sampler selects the split). Their worker processes persist across epochs (``data.num_workers``,
+    capped by the run's ``cpus``); every item carries its own augmentation seed (:mod:`dcml_core.data.seeded`),
+    so the draws, and an exact resume, do not depend on the workers. Pinned memory on CUDA.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, bundle: DataBundle, device: torch.device, cpus: int | None = None) -> None:
         self.cfg, self.bundle, self.device = cfg, bundle, device
+        self.workers = loader_workers(cfg.data.num_workers, cpus or available_cores())
         crop, resize = cfg.data.image_sizes(cfg.model.arch)
         convention = input_convention(cfg.model.arch)
         self.train_tf = build_transforms(
@@ -142,20 +164,42 @@ class Loaders:
                 two_views=two_views,
                 name=cfg.data.dataset,
             )
+        self._train: DataLoader | None = None
+        self._eval: DataLoader | None = None
+        self._eval_parts: dict[tuple[str, bool], tuple[int, int]] = {}  # (split, train tf) -> (start, length)
+        self._eval_batches = RangeBatches(cfg.eval.batch_size or cfg.data.batch_size)
 
-    def _kwargs(self) -> dict:
-        workers = self.cfg.data.num_workers
-        return {
-            "num_workers": workers,
-            "pin_memory": self.device.type == "cuda",
-            "persistent_workers": False,  # fresh workers per epoch: their seeds follow the torch RNG (exact resume)
-        }
+    def _loader(self, dataset: Dataset, batches: Any) -> DataLoader:
+        return DataLoader(
+            SeededDataset(dataset),
+            batch_sampler=SeededBatches(batches),
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.workers > 0,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # worker seeds: unused, keep the global RNG
+        )
 
     def train_loader(self) -> DataLoader | CachedTrainLoader:
         """Class-balanced batches of (image, label, index[, view B])."""
         if self.cached is not None:
             return self.cached.train_loader(self.sampler)
-        return DataLoader(self.train_set, batch_sampler=self.sampler, **self._kwargs())
+        if self._train is None:
+            self._train = self._loader(self.train_set, self.sampler)
+        return self._train
+
+    def train_pass(self) -> Iterator[list[torch.Tensor]]:
+        """Batches of one training pass that the caller may leave early (the MoCo queue fill): the sampler then
+        stands after the batches used, not after those the workers had already fetched ahead."""
+        before, used = self.sampler.state_dict(), 0
+        try:
+            for batch in self.train_loader():
+                used += 1
+                yield batch
+        finally:
+            if used < len(self.sampler):
+                self.sampler.load_state_dict(before)
+                for _ in zip(range(used), self.sampler):
+                    pass
 
     def eval_loader(
         self, split: str, train_transform: bool = False
@@ -163,7 +207,14 @@ class Loaders:
         """Unshuffled loader of a split (``train_transform`` for the deep-clustering embedding pass)."""
         if self.cached is not None:
             return self.cached.eval_loader(split, train_transform)
-        records = {"train": self.bundle.train, "val": self.bundle.val, "test": self.bundle.test}[split]
-        tf = self.train_tf if train_transform else self.eval_tf
-        bs = self.cfg.eval.batch_size or self.cfg.data.batch_size
-        return DataLoader(ImageDataset(records, tf), batch_size=bs, shuffle=False, **self._kwargs())
+        if self._eval is None:
+            parts, start = [], 0
+            for name, augment in (("train", False), ("val", False), ("test", False), ("train", True)):
+                records = {"train": self.bundle.train, "val": self.bundle.val, "test": self.bundle.test}[name]
+                if records:
+                    parts.append(ImageDataset(records, self.train_tf if augment else self.eval_tf))
+                    self._eval_parts[(name, augment)] = (start, len(records))
+                    start += len(records)
+            self._eval = self._loader(ConcatDataset(parts), self._eval_batches)
+        self._eval_batches.select(*self._eval_parts[(split, train_transform)])
+        return self._eval

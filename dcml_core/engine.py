@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcml_core.checkpoint import load_checkpoint, save_checkpoint
+from dcml_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dcml_core.collapse import SPREAD, embedding_spread
 from dcml_core.config import ExperimentConfig
-from dcml_core.data_bundle import DataBundle, Loaders, prepare_data
+from dcml_core.data_bundle import DataBundle, Loaders, available_cores, prepare_data
 from dcml_core.evaluation import (
     combine_heads,
     compute_metrics,
@@ -36,20 +35,25 @@ from dcml_core.evaluation import (
 from dcml_core.metric_names import metric_key
 from dcml_core.models import build_model
 from dcml_core.objective import STATE_FORMAT, TrainingAccess, build_objective, upgrade_state
+from dcml_core.oom import DeviceOutOfMemoryError, OomRetry  # noqa: F401 - DeviceOutOfMemoryError re-exported
 from dcml_core.optim import build_optimizer, build_scheduler
+from dcml_core.precision import amp_dtype, autocast, load_scaler_state, make_scaler, set_deterministic
 from dcml_core.seeding import resolve_device, rng_state, seed_everything, set_rng_state
+
+_SHARE = "give each trial a larger GPU share (--gpus-per-trial)"
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class DeviceOutOfMemoryError(RuntimeError):
-    """The device ran out of memory; the message names the batch size to lower."""
-
-
 class Engine:
-    """Owns data, model, objective, optimiser and schedule of one run; ``epoch`` counts finished epochs."""
+    """Owns data, model, objective, optimiser and schedule of one run; ``epoch`` counts finished epochs.
+
+    ``cpus``: the cores the run may use (loader workers, faiss threads; default: all of this process's);
+    ``oom_retries``/``oom_wait_s``: retries after a CUDA out-of-memory error (for a shared GPU, see
+    :mod:`dcml_core.oom`; default: none, the first one is final).
+    """
 
     def __init__(
         self,
@@ -57,39 +61,40 @@ class Engine:
         device: str | torch.device | None = None,
         data: DataBundle | None = None,
         progress: Callable[[str], None] | None = None,
+        cpus: int | None = None,
+        oom_retries: int = 0,
+        oom_wait_s: float = 30.0,
     ) -> None:
         self.cfg = cfg
         self.device = resolve_device(str(device) if device is not None else cfg.device)
+        self.cuda = self.device.type == "cuda"
+        self.amp_dtype = amp_dtype(cfg.amp, cfg.amp_dtype, self.device)  # a bad choice fails before any data
         self.progress = progress or (lambda msg: None)
+        self.cpus = cpus or available_cores()
         self.data = data if data is not None else prepare_data(cfg)  # all data checks before any model
         seed_everything(cfg.seed, cfg.deterministic)
-        pretrained = cfg.model.resolved_pretrained(cfg.data.dataset)
-        self.model = build_model(
-            method=cfg.model.method,
-            arch=cfg.model.arch,
-            embed_dim=cfg.model.embed_dim,
-            features=cfg.model.features,
-            pretrained=pretrained,
-            ensemble_num=cfg.model.ensemble_num,
-            compos_num=cfg.model.compos_num,
-        ).to(self.device)
-        self.cuda = self.device.type == "cuda"
+        set_deterministic(cfg.deterministic, self.cuda)
+        m, pretrained = cfg.model, cfg.model.resolved_pretrained(cfg.data.dataset)
+        self.model = build_model(method=m.method, arch=m.arch, embed_dim=m.embed_dim, features=m.features,
+                                 pretrained=pretrained, ensemble_num=m.ensemble_num,
+                                 compos_num=m.compos_num).to(self.device)  # fmt: skip
         if self.cuda and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.objective = build_objective(cfg, self.model, self.data.n_train_classes, self.model.feature_dim)
         self.objective.to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.objective.param_groups())
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp)
-        self.loaders = Loaders(cfg, self.data, self.device)
+        self.scaler = make_scaler(self.device, self.amp_dtype)
+        self.loaders = Loaders(cfg, self.data, self.device, self.cpus)
+        sampler = self.loaders.sampler  # with the RNGs, what a unit of work changes before it runs out of memory
+        self.oom = OomRetry(oom_retries, oom_wait_s, lambda: (rng_state(), sampler.state_dict()),
+                            lambda s: (set_rng_state(s[0]), sampler.load_state_dict(s[1])), self.progress)  # fmt: skip
         self.epoch = 0
         self.timings = {"train_s": 0.0, "eval_s": 0.0}
 
     # ------------------------------------------------------------------ training
     def _autocast(self):
-        if self.cuda and self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return nullcontext()
+        return autocast(self.device, self.amp_dtype)
 
     def _to_device(self, images: Tensor) -> Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -101,35 +106,17 @@ class Engine:
         """One epoch: the terms' epoch hooks (queue pre-fill, re-clustering), then sample, mine, loss, step."""
         start = time.perf_counter()
         access = TrainingAccess(self._train_images, self._train_features, self._autocast)
-        self.objective.before_epoch(self.epoch, access)
+        fix, hooks = f"lower data.batch_size (--bs) or {_SHARE}", f"epoch {self.epoch + 1}'s epoch hooks on {self.device}"
+        self.objective.before_epoch(self.epoch, access, run=lambda term, hook: self.oom.run(hook, hooks, fix))
         self.model.train()
         self.objective.train()
         sums: dict[str, float] = {}
         n_iter = 0
         loader = self.loaders.train_loader()
+        what = f"training with batch size {self.cfg.data.batch_size} on {self.device}"
         for it, batch in enumerate(loader):
-            images, labels, indices = self._to_device(batch[0]), batch[1].to(self.device), batch[2]
-            try:
-                with self._autocast():
-                    heads, feats, aux = self.model(images)
-                    keys = self.objective.keys(self._to_device(batch[3])) if len(batch) > 3 else None
-                loss, terms = self.objective(heads, feats, aux, labels, indices, keys)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"training loss is {loss.item()} at epoch {self.epoch + 1}, iteration {it + 1} "
-                        f"(terms: {terms}); lower the learning rate (optim.lr={self.cfg.optim.lr}) or check the data"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            except torch.cuda.OutOfMemoryError as err:
-                raise DeviceOutOfMemoryError(
-                    f"CUDA out of memory in training with batch size {self.cfg.data.batch_size} on "
-                    f"{self.device}: lower data.batch_size (--bs) or give each trial a larger GPU share "
-                    "(--gpus-per-trial)"
-                ) from err
-            self.objective.after_step(self.model, keys)
+            loss, terms, keys = self.oom.run(lambda b=batch, i=it: self._backward(b, i), what, fix)
+            OomRetry().run(lambda k=keys: self._step(k), f"the optimiser step of {what}", fix)  # not repeatable
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for name, value in terms.items():
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
@@ -145,9 +132,31 @@ class Engine:
         out.update({"train/lr": lr, "train/epoch_time_s": elapsed, "epoch": self.epoch})
         return out
 
+    def _backward(self, batch: list[Tensor], it: int) -> tuple[Tensor, dict[str, float], Tensor | None]:
+        """Forward, loss and backward of one batch: (loss, terms, keys); repeatable (gradients are reset)."""
+        images, labels, indices = self._to_device(batch[0]), batch[1].to(self.device), batch[2]
+        with self._autocast():
+            heads, feats, aux = self.model(images)
+            keys = self.objective.keys(self._to_device(batch[3])) if len(batch) > 3 else None
+        loss, terms = self.objective(heads, feats, aux, labels, indices, keys)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.epoch + 1}, iteration {it + 1} "
+                f"(terms: {terms}); lower the learning rate (optim.lr={self.cfg.optim.lr}) or check the data"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        return loss, terms, keys
+
+    def _step(self, keys: Tensor | None) -> None:
+        """Optimiser step, scaler update and the terms' after-step hooks (momentum update, enqueue)."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.objective.after_step(self.model, keys)
+
     def _train_images(self) -> Iterator[Tensor]:
         """View A of one pass of the training sampler, on the device."""
-        for batch in self.loaders.train_loader():
+        for batch in self.loaders.train_pass():
             yield self._to_device(batch[0])
 
     @torch.no_grad()
@@ -162,23 +171,21 @@ class Engine:
         return feats
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def embed(self, split: str) -> tuple[dict[str, Tensor], Tensor]:
-        """Normalised head embeddings (CPU, float32) and labels of every image of a split."""
+        """Normalised head embeddings (CPU, float32, computed without autocast) and labels of every image of a
+        split."""
+        fix = f"lower eval.batch_size or {_SHARE}"
+        what = f"evaluation with batch size {self.cfg.eval.batch_size} on {self.device}"
+        return self.oom.run(lambda: self._embed(split), what, fix)
+
+    @torch.no_grad()
+    def _embed(self, split: str) -> tuple[dict[str, Tensor], Tensor]:
         self.model.eval()
         chunks: dict[str, list[Tensor]] = {}
         labels: list[Tensor] = []
         subemb = self.cfg.model.method == "dcml" and self.cfg.model.eval_on == "subembeddings"
         for batch in self.loaders.eval_loader(split):
-            try:
-                with self._autocast():
-                    heads, _, aux = self.model(self._to_device(batch[0]))
-            except torch.cuda.OutOfMemoryError as err:
-                raise DeviceOutOfMemoryError(
-                    f"CUDA out of memory in evaluation with batch size {self.cfg.eval.batch_size} on "
-                    f"{self.device}: lower eval.batch_size or give each trial a larger GPU share "
-                    "(--gpus-per-trial)"
-                ) from err
+            heads, _, aux = self.model(self._to_device(batch[0]))  # float32: the reference protocol
             if subemb:
                 heads = {"subembeddings": F.normalize(aux["subembeddings"].float(), dim=-1)}
             for name, h in heads.items():
@@ -212,13 +219,18 @@ class Engine:
             else:
                 names, weights = parse_evaltype(spec)
                 emb = combine_heads(heads, names, weights)
-            metrics = compute_metrics(
-                emb,
-                labels,
-                recall_ks=self.cfg.eval.resolved_recall_ks(self.cfg.data.dataset),
-                nmi_k=min(nmi_k, len(labels)),
-                metrics=self.cfg.eval.metrics,
-                device=eval_device,
+            metrics = self.oom.run(
+                lambda emb=emb: compute_metrics(
+                    emb,
+                    labels,
+                    recall_ks=self.cfg.eval.resolved_recall_ks(self.cfg.data.dataset),
+                    nmi_k=min(nmi_k, len(labels)),
+                    metrics=self.cfg.eval.metrics,
+                    device=eval_device,
+                    max_threads=self.cpus,
+                ),
+                f"the kNN / k-means of {split} ({len(labels)} embeddings) on {eval_device}",
+                f"set eval.device 'cpu' or {_SHARE}",
             )
             suffix = None if i == 0 else evaltype_key(spec)
             out.update({metric_key(split, name, suffix): float(v) for name, v in metrics.items()})
@@ -253,7 +265,7 @@ class Engine:
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"])
         self.loaders.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
         self.timings = dict(state["timings"])
@@ -270,10 +282,16 @@ class Engine:
         device: str | torch.device | None = None,
         progress: Callable[[str], None] | None = None,
         cfg: ExperimentConfig | None = None,
+        **options: Any,
     ) -> Engine:
-        """A new engine in the exact state saved in ``directory``."""
+        """A new engine in the exact state saved in ``directory`` (``options``: the constructor's ``cpus``,
+        ``oom_retries``, ``oom_wait_s``), on any device: a checkpoint written on the CPU restores on CUDA and the
+        reverse. A state that does not load into the engine raises :class:`CheckpointError`."""
         state, cfg_dict = load_checkpoint(directory)
         cfg = cfg or ExperimentConfig.from_dict(cfg_dict)
-        engine = cls(cfg, device=device, progress=progress)
-        engine.load_state_dict(state)
+        engine = cls(cfg, device=device, progress=progress, **options)
+        try:
+            engine.load_state_dict(state)
+        except Exception as err:  # noqa: BLE001 - a mismatched or damaged state, whatever torch raises for it
+            raise CheckpointError(f"checkpoint {directory} does not load: {type(err).__name__}: {err}") from err
         return engine

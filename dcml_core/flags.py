@@ -43,7 +43,7 @@ def build_parser() -> FlagParser:
     a("--fc_lr", type=float, default=-1, help="only -1 (one network group) is supported, as in every published run")
     a("--decay", type=float, default=4e-4, help="Adam weight decay of the network")
     a("--n_epochs", type=int, default=150)
-    a("--kernels", type=int, default=4, help="DataLoader workers")
+    a("--kernels", type=int, default=4, help="DataLoader workers (at most: one core less than this process may use)")
     a("--bs", type=int, default=112)
     a("--seed", type=int, default=1)
     a("--scheduler", default="step", choices=["step"])
@@ -111,6 +111,7 @@ def build_parser() -> FlagParser:
     a("--skip_bad_images", action="store_true", help="skip and count unreadable images instead of failing")
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     a("--no_amp", action="store_true", help="disable mixed precision on CUDA")
+    a("--amp_dtype", default="auto", choices=["auto", "bf16", "fp16"], help="AMP type (auto: bf16 where native)")
     a("--threads", type=int, default=None, help="torch CPU threads")
     a("--mlflow_uri", default=None, help="tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
     a("--experiment_name", default="dcml_core.train")
@@ -261,6 +262,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         "seed": args.seed,
         "device": device,
         "amp": not args.no_amp,
+        "amp_dtype": args.amp_dtype,
     }
     if metrics:
         d["eval"]["metrics"] = metrics

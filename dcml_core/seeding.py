@@ -49,8 +49,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # written on a node with more GPUs: the ones seen here
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -36,6 +36,7 @@ STOPPED_TAG, ERROR_TAG, SAMPLED_TAG = "dcml.stopped_early", "dcml.error", "dcml.
 REPEAT_TAG, CONFIG_TAG = "dcml.repeat_of", "dcml.config_id"
 # the space's published configuration (trial 1 of every sweep); the epoch a run's embeddings collapsed at
 BASELINE_TAG, COLLAPSED_TAG = "dcml.baseline", "dcml.collapsed"
+DEVICE_TAG, FAISS_TAG = "dcml.device", "dcml.faiss"  # what a trial computed on, reported with its results
 PARENT_RUN_TAG, NOTE_TAG = "mlflow.parentRunId", "mlflow.note.content"  # MLflow's nesting and run description
 # MLflow 3 picks an experiment's start page from this tag; "custom_model_development" is its classic ML view
 # (the runs table), instead of the GenAI overview of traces it shows for an untagged experiment.
@@ -45,7 +46,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Where a sweep keeps its searcher state, read by tune/ (writes) and analysis/ (joins Ray, Optuna and MLflow):
 # <storage>/<sweep>/sweep_state/optuna.db, each Optuna trial naming its Ray trial in a user attribute.
 STATE_SUBDIR, OPTUNA_DB, RAY_TRIAL_ATTR = "sweep_state", "optuna.db", "ray_trial_id"
-CONFIG_ID_EXCLUDED = ("seed", "data.root", "data.num_workers")
+CONFIG_ID_EXCLUDED = ("seed", "data.root", "data.num_workers", "checkpoint_every")
 PARAM_LIMIT = 6000  # MLflow's longest parameter value
 
 

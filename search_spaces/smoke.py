@@ -36,6 +36,7 @@ SPACE = {
     "optim": {"lr": tune.loguniform(1e-4, 1e-3)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice([1, 2]), "gamma": tune.uniform(0.1, 0.5)},
     "eval": {"evaltypes": ["discriminative"], "metrics": ["recall"], "recall_ks": [1], "batch_size": 256},
+    "checkpoint_every": 1,  # the fault and resume tests restore from the epoch before
 }
 METRIC = OBJECTIVE
 MODE = "max"

@@ -1,11 +1,13 @@
 """A two-node Ray cluster on this machine (head + worker, started by the test) and a real ``mlflow server``:
 ``--address`` with a local SQLite store is refused; with the server the sweep runs trials on both nodes and
-logs one nested child run per trial over HTTP. Every process is stopped by PID (its session), never by
-name."""
+logs one nested child run per trial over HTTP. Both nodes tell Ray they have 2 GPUs that CUDA does not have:
+``--check-cluster`` and a sweep given a GPU share are refused with the reason, before any trial; CPU trials
+run. Every process is stopped by PID (its session), never by name."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +32,11 @@ BIN = Path(sys.executable).parent
 def _ray_started(log: Path) -> int:
     """How often ``ray start`` reported its node up in its log."""
     return log.read_text(errors="replace").count("Ray runtime started.")
+
+
+def _node_rows(log: str) -> list[str]:
+    """The node rows of the cluster check's table (they start with the node's IP)."""
+    return [ln for ln in log.splitlines() if re.match(r"\d+\.\d+\.\d+\.\d+ \(", ln)]
 
 
 def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> None:  # noqa: F811
@@ -67,7 +74,7 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
                 "--num-cpus",
                 "1",
                 "--num-gpus",
-                "0",
+                "2",  # GPUs Ray believes in; CUDA has none
                 "--node-ip-address",
                 "127.0.0.1",
                 "--include-dashboard",
@@ -91,7 +98,7 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
                 "--num-cpus",
                 "1",
                 "--num-gpus",
-                "0",
+                "2",  # GPUs Ray believes in; CUDA has none
                 "--node-ip-address",
                 "127.0.0.2",
                 "--disable-usage-stats",
@@ -118,6 +125,29 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
             "--storage",
             str(tmp_path / "ray"),
         ]
+        # Ray told 2 GPUs per node, none real: every node reports why CUDA cannot be used; nothing is written
+        code = run_sweep_cli([*common, "--check-cluster", "--mlflow-uri", uri], env, tmp_path / "check.log",
+                             tmp_path, timeout=180)  # fmt: skip
+        log = (tmp_path / "check.log").read_text()
+        assert code == 2, log[-3000:]
+        assert len(_node_rows(log)) == 2 and "127.0.0.2 (" in log, log[-3000:]  # one table row per node
+        reasons = [ln for ln in log.splitlines() if ": Ray gives trials 1 GPU here but CUDA is not usable: " in ln]
+        assert len(reasons) == 2, log[-3000:]  # each node, with torch's build, the driver's answer, the devices
+        assert all("built for CUDA 13.0" in r and "is_available() = False (" in r and "CUDA_VISIBLE_DEVICES=0" in r
+                   for r in reasons), reasons  # fmt: skip
+        code = run_sweep_cli([*common, "--name", "fake-gpu", "--gpus-per-trial", "0.5", "--mlflow-uri", uri],
+                             env, tmp_path / "fake.log", tmp_path, timeout=180)  # fmt: skip
+        log = (tmp_path / "fake.log").read_text()
+        assert code == 2 and "CUDA is not usable" in log and "0.5 GPU here" in log, log[-3000:]
+        assert not (tmp_path / "ray" / "fake-gpu").exists()  # refused before any trial
+        # CPU trials on the same cluster: every node usable, the storage shared by both
+        code = run_sweep_cli([*common, "--check-cluster", "--gpus-per-trial", "0", "--mlflow-uri", uri], env,
+                             tmp_path / "cpu-check.log", tmp_path, timeout=180)  # fmt: skip
+        log = (tmp_path / "cpu-check.log").read_text()
+        assert code == 0, log[-3000:]
+        rows = _node_rows(log)
+        assert len(rows) == 2 and all(row.split()[-3:] == ["ok", "ok", "-"] for row in rows), rows  # weights,
+        # storage shared, no GPU matrix product (no CUDA)
         # a local SQLite store cannot serve a multi-node cluster: refused before any trial, nothing written
         code = run_sweep_cli(
             [*common, "--name", "local", "--mlflow-uri", str(tmp_path / "local")],
@@ -131,7 +161,7 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
         assert not (tmp_path / "ray" / "local").exists()
 
         code = run_sweep_cli(
-            [*common, "--name", "cluster", "--mlflow-uri", uri],
+            [*common, "--name", "cluster", "--gpus-per-trial", "0", "--mlflow-uri", uri],
             env,
             tmp_path / "sweep.log",
             tmp_path,

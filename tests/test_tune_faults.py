@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dcml_core.tracking import COLLAPSED_TAG, ERROR_TAG, TRIAL_TAG
+from dcml_core.tracking import COLLAPSED_TAG, DEVICE_TAG, ERROR_TAG, FAISS_TAG, TRIAL_TAG
 from tests.faults import FAULTS, claims, fault_env
 from tests.test_tune_support import run_sweep_cli, sweep_env, tail, tiny_demo  # noqa: F401  (fixture)
 
@@ -76,6 +76,8 @@ def test_the_sweep_goes_on_and_every_fault_hit_one_trial(sweep) -> None:
     (trial,) = clean
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
+    tags = sweep["runs"][trial].data.tags  # what the trial computed on, reported by the trial itself
+    assert tags[DEVICE_TAG] == "cpu (1 threads)" and tags[FAISS_TAG].startswith("faiss 1.") and "build" in tags[FAISS_TAG]
 
 
 def _first_restored(results: list[dict]) -> dict:
@@ -98,6 +100,8 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(sweep) -> None:
     assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS + 1
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
+    tags = sweep["runs"][trial].data.tags  # what the trial computed on, reported by the trial itself
+    assert tags[DEVICE_TAG] == "cpu (1 threads)" and tags[FAISS_TAG].startswith("faiss 1.") and "build" in tags[FAISS_TAG]
 
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_says_so(sweep) -> None:
@@ -113,6 +117,8 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_says_so(sweep
     assert results[-1]["epoch"] == EPOCHS and results[-1]["training_iteration"] == EPOCHS + 2
     assert sweep["runs"][trial].info.status == "FINISHED"
     _epochs_logged_once(sweep, trial)
+    tags = sweep["runs"][trial].data.tags  # what the trial computed on, reported by the trial itself
+    assert tags[DEVICE_TAG] == "cpu (1 threads)" and tags[FAISS_TAG].startswith("faiss 1.") and "build" in tags[FAISS_TAG]
 
 
 def test_a_nan_loss_fails_the_trial_with_its_reason_in_mlflow(sweep) -> None:
@@ -137,7 +143,7 @@ def test_out_of_memory_names_batch_size_and_gpu_share_and_is_not_retried(sweep) 
     errors = [
         ln for ln in (folder / "error.txt").read_text().splitlines() if "Error: " in ln and ln[0] != " "
     ]
-    trained = [ln for ln in errors if ln.startswith("dcml_core.engine.DeviceOutOfMemoryError")]
+    trained = [ln for ln in errors if ln.startswith("dcml_core.oom.DeviceOutOfMemoryError")]
     assert len(trained) == 1, errors  # one attempt trained; every retry stopped at its first line
 
 

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="sample and validate configurations, print them, start nothing"
     )
     p.add_argument(
+        "--check-cluster",
+        action="store_true",
+        help="check every Ray node for this sweep (CUDA, faiss, data, weights, shared storage), print a table, exit",
+    )
+    p.add_argument(
         "--repeat-top-k",
         type=int,
         metavar="K",
@@ -131,6 +136,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --name NAME: the name of the sweep to continue")
     if args.resume and args.dry_run:
         raise UsageError("--dry-run and --resume exclude each other")
+    if args.check_cluster and (args.dry_run or args.resume):
+        raise UsageError("--check-cluster checks the cluster for a new sweep: without --dry-run or --resume")
     if args.name and not NAME.fullmatch(args.name):
         raise UsageError(f"--name {args.name!r}: use letters, digits, '_', '.', '-' (no spaces or slashes)")
     if args.address and not _ADDRESS.fullmatch(args.address):
@@ -140,14 +147,10 @@ def check_args(args: argparse.Namespace) -> None:
     _positive(args.max_concurrent, "--max-concurrent")
     _positive(args.cpus_per_trial, "--cpus-per-trial")
     _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
-    if (
-        args.gpus_per_trial is not None
-        and args.gpus_per_trial > 1
-        and not float(args.gpus_per_trial).is_integer()
-    ):
-        raise UsageError(
-            f"--gpus-per-trial {args.gpus_per_trial:g}: above 1 GPU only whole GPUs can be requested"
-        )
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1:
+        from tune.trial_device import whole_gpus_refused
+
+        raise UsageError(whole_gpus_refused(args.gpus_per_trial))
     check_repeat_args(args)
 
 

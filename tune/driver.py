@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -19,6 +20,7 @@ from tune.cluster import (
     default_gpus_per_trial,
     start_ray,
 )
+from tune.cluster_check import check_cluster
 from tune.mlflow_callback import MLflowSweepCallback, writer_for
 from tune.plan import SweepPlan
 from tune.progress import ProgressCallback
@@ -61,62 +63,93 @@ def announce(plan: SweepPlan, cpus: float, gpus: float) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run_sweep(plan: SweepPlan, command: str) -> int:
-    """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
-    settings, start = plan.settings, time.time()
-    # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    start_ray(settings.address)
+def on_ray(address: str | None, body: Callable[[], int]) -> int:
+    """Start or join Ray, return ``body()``; a cluster or tracking problem prints one line (exit code 2)."""
+    start_ray(address)
     try:
-        check_tracking_for_cluster(settings.mlflow_uri)
-        gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
-        check_resources(settings.cpus_per_trial, gpus)
-        if not settings.resume:  # only now: a sweep refused above leaves nothing behind
-            settings.save()
-        announce(plan, settings.cpus_per_trial, gpus)
-        sampled = tuple(plan.space.distributions())
-        baseline = plan.space.baseline
-        writer = writer_for(settings.mlflow_uri, settings.name, sampled, settings.repeat_of, baseline)
-        tags = {**system_tags(command), "dcml.space": settings.space}
-        if settings.repeat_of is not None:
-            tags[REPEAT_TAG] = settings.repeat_of
-        writer.open(sweep_params(plan, gpus), tags, resume=settings.resume)
-        callbacks = [
-            MLflowSweepCallback(
-                settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline
-            ),
-            ProgressCallback(settings.num_samples, plan.n_epochs),
-        ]
-        if settings.resume:
-            tuner = restore_tuner(settings, settings.cpus_per_trial, gpus)
-        else:
-            tuner = new_tuner(plan, settings.cpus_per_trial, gpus, callbacks)
-        results = tuner.fit()
-        records = records_from_results(results, list(sampled), plan.n_epochs, baseline)
-        interrupted = any(r.status == UNFINISHED for r in records)
-        for record in [] if interrupted else [r for r in ranked(records) if r.checkpoint][:TOP_K_ARTIFACTS]:
-            with record.checkpoint.as_directory() as directory:  # the best checkpoints of the best trials
-                log = writer.pending.get(record.trial_id) or TrialLog(record.trial_id, record.config)
-                log.checkpoint = directory
-                writer.submit(log)
-        ui = ui_command(settings.mlflow_uri, writer.experiment_id)
-        text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
-        if writer.flush():  # the last try: the runs' updates first, then the sweep's end
-            writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
-        else:
-            print(
-                f"MLflow {settings.mlflow_uri} is still unreachable: the updates of {len(writer.pending)} trial(s) "
-                "are not logged; Ray's results hold them. Once the server is back, run: python tune/run.py "
-                f"--space {settings.space} --name {settings.name} --storage {settings.storage} --sync-mlflow",
-                flush=True,
-            )
-        print("\n" + text, flush=True)
-        if interrupted:
-            print(f"Sweep interrupted; continue it with: {settings.resume_command()}", flush=True)
-            return EXIT_INTERRUPTED
-        return EXIT_OK
+        return body()
     except (ClusterError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         ray.shutdown()
+
+
+def checked_gpus(plan: SweepPlan, smoke: bool = False) -> float:
+    """The checks that need the cluster, before any trial: MLflow for several nodes, resources for one trial,
+    every node (:func:`tune.cluster_check.check_cluster`); returns the GPUs per trial."""
+    settings = plan.settings
+    check_tracking_for_cluster(settings.mlflow_uri)
+    gpus = settings.gpus_per_trial if settings.gpus_per_trial is not None else default_gpus_per_trial()
+    check_resources(settings.cpus_per_trial, gpus)
+    check_cluster(plan, gpus, smoke=smoke)  # CUDA for the GPU share, faiss, data, weights, shared storage
+    return gpus
+
+
+def check_only(plan: SweepPlan) -> int:
+    """``--check-cluster``: check every node (with a GPU matrix product), print the table; exit code 0 when the
+    cluster can run the sweep, 2 when not. Writes nothing."""
+
+    def check() -> int:
+        gpus = checked_gpus(plan, smoke=True)
+        print(f"The cluster can run sweeps of space {plan.settings.space} with {gpus:g} GPU per trial.", flush=True)
+        return EXIT_OK
+
+    return on_ray(plan.settings.address, check)
+
+
+def run_sweep(plan: SweepPlan, command: str) -> int:
+    """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
+    # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    start = time.time()  # the wall time counts Ray's start
+    return on_ray(plan.settings.address, lambda: _sweep(plan, command, start))
+
+
+def _sweep(plan: SweepPlan, command: str, start: float) -> int:
+    settings = plan.settings
+    gpus = checked_gpus(plan)
+    if not settings.resume:  # only now: a sweep refused above leaves nothing behind
+        settings.save()
+    announce(plan, settings.cpus_per_trial, gpus)
+    sampled = tuple(plan.space.distributions())
+    baseline = plan.space.baseline
+    writer = writer_for(settings.mlflow_uri, settings.name, sampled, settings.repeat_of, baseline)
+    tags = {**system_tags(command), "dcml.space": settings.space}
+    if settings.repeat_of is not None:
+        tags[REPEAT_TAG] = settings.repeat_of
+    writer.open(sweep_params(plan, gpus), tags, resume=settings.resume)
+    callbacks = [
+        MLflowSweepCallback(
+            settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline
+        ),
+        ProgressCallback(settings.num_samples, plan.n_epochs),
+    ]
+    if settings.resume:
+        tuner = restore_tuner(plan, settings.cpus_per_trial, gpus)
+    else:
+        tuner = new_tuner(plan, settings.cpus_per_trial, gpus, callbacks)
+    results = tuner.fit()
+    records = records_from_results(results, list(sampled), plan.n_epochs, baseline)
+    interrupted = any(r.status == UNFINISHED for r in records)
+    for record in [] if interrupted else [r for r in ranked(records) if r.checkpoint][:TOP_K_ARTIFACTS]:
+        with record.checkpoint.as_directory() as directory:  # the best checkpoints of the best trials
+            log = writer.pending.get(record.trial_id) or TrialLog(record.trial_id, record.config)
+            log.checkpoint = directory
+            writer.submit(log)
+    ui = ui_command(settings.mlflow_uri, writer.experiment_id)
+    text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
+    if writer.flush():  # the last try: the runs' updates first, then the sweep's end
+        writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
+    else:
+        print(
+            f"MLflow {settings.mlflow_uri} is still unreachable: the updates of {len(writer.pending)} trial(s) "
+            "are not logged; Ray's results hold them. Once the server is back, run: python tune/run.py "
+            f"--space {settings.space} --name {settings.name} --storage {settings.storage} --sync-mlflow",
+            flush=True,
+        )
+    print("\n" + text, flush=True)
+    if interrupted:
+        print(f"Sweep interrupted; continue it with: {settings.resume_command()}", flush=True)
+        return EXIT_INTERRUPTED
+    return EXIT_OK

@@ -153,6 +153,9 @@ class SweepWriter:
                     self.client.log_batch(run.run_id, metrics=[Metric(k, v, ms, step) for k, v in ordered])
                     run.last_step = step
             log.epochs.clear()
+            if log.tags:  # the trial's device and faiss build (the same values every time: idempotent)
+                self.client.log_batch(run.run_id, tags=[RunTag(k, v) for k, v in log.tags.items()])
+                log.tags.clear()
             status, tags, final, ms = log.end or ("", {}, {}, 0)
             if status and (run.status not in TERMINAL or (run.status == "KILLED" and status != "KILLED")):
                 metrics = [Metric(k, v, ms, run.last_step) for k, v in final.items()]

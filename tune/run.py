@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     if plan.settings.dry_run:
         print(text)
         return EXIT_OK
-    from tune.driver import run_sweep  # imports Ray; only now
+    from tune.driver import check_only, run_sweep  # imports Ray; only now
+
+    if args.check_cluster:
+        return check_only(plan)
 
     return run_sweep(plan, " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
 

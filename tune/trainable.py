@@ -6,14 +6,19 @@ scores (``eval.at_start``; computed once per sweep for trials that share the sta
 :mod:`tune.start_eval`), reported without a checkpoint and carried as ``start/...`` in every later report ->
 per epoch: train, evaluate ``val`` (the objective),
 evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs) ->
-``tune.report`` with a checkpoint directory (engine state + ``tune_state.json``). Test metrics are reported
-and logged, never optimised: ``best/test/...`` are the test metrics at the epoch the validation objective
-selected. A trial whose validation embeddings collapse (:mod:`dcml_core.collapse`) reports ``collapsed`` and
-ends: it is named as collapsed, not scored.
+``tune.report``, with a checkpoint directory (engine state + ``tune_state.json``) every ``checkpoint_every``
+epochs, at every ASHA rung and at the last epoch. Test metrics are reported and logged, never optimised:
+``best/test/...`` are the test metrics at the epoch the validation objective selected. A trial whose
+validation embeddings collapse (:mod:`dcml_core.collapse`) reports ``collapsed`` and ends: it is named as
+collapsed, not scored.
+
+Device: decided before any data is read (:mod:`tune.trial_device`): CUDA for a GPU share, or a clear failure
+when CUDA cannot be used; threads, loader workers and faiss follow the trial's CPU share.
 
 Failures: a restarted trial resumes from its newest usable checkpoint (older ones if the latest is corrupt);
-a NaN/inf loss or an out-of-memory error is not retried (see :mod:`tune.trial_recovery`), and the
-out-of-memory message names this trial's GPU share.
+a NaN/inf loss, an unusable GPU or an out-of-memory error on a whole GPU is not retried (see
+:mod:`tune.trial_recovery`). On a shared GPU an out-of-memory error is retried in place (bounded, after a wait);
+if it persists the trial fails over to Tune, which restarts it from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -34,11 +39,15 @@ from ray import tune
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.collapse import COLLAPSED_KEY, collapse_message
 from dcml_core.config import ExperimentConfig
+from dcml_core.device_info import describe_faiss, faiss_build
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
 from dcml_core.metric_names import EPOCH, OBJECTIVE
+from dcml_core.tracking import DEVICE_TAG, FAISS_TAG
 from tune.start_eval import start_scores
+from tune.trial_device import oom_retries, trial_device
 from tune.trial_recovery import (
     DETERMINISTIC,
+    SharedGpuOutOfMemoryError,
     checkpoint_candidates,
     raise_if_fatal,
     remember_fatal,
@@ -81,12 +90,30 @@ class BestSoFar:
             raise CheckpointError(f"checkpoint file {path} is unreadable: {err}") from err
 
 
-def trial_device() -> tuple[str, int, float]:
-    """(device, threads, GPU share) from the resources Ray gave this trial: CUDA only with a GPU share."""
+def trial_resources() -> tuple[int, float]:
+    """(CPU threads, GPU share) that Ray gave this trial (Ray sets ``CUDA_VISIBLE_DEVICES`` to its GPU)."""
     resources = tune.get_context().get_trial_resources().required_resources
-    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 1))
-    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
-    return device, max(1, int(cpus)), gpus
+    return max(1, int(float(resources.get("CPU", 1)))), float(resources.get("GPU", 0))
+
+
+def use_threads(cpus: int) -> None:
+    """torch and faiss (OpenMP) threads: the trial's CPU share, never the node's cores."""
+    from dcml_core.evaluation.faiss_lib import faiss
+
+    torch.set_num_threads(cpus)
+    faiss.omp_set_num_threads(cpus)
+
+
+def checkpoint_due(epoch: int, cfg: ExperimentConfig, rungs: tuple[int, ...]) -> bool:
+    """Whether the report after ``epoch`` carries a checkpoint: every ``checkpoint_every`` epochs, at an ASHA
+    rung (where a stopped trial ends) and at the last epoch."""
+    return epoch % cfg.checkpoint_every == 0 or epoch in rungs or epoch == cfg.schedule.n_epochs
+
+
+def device_tags(device: str, cpus: int, gpus: float) -> dict[str, str]:
+    """What the trial computes on, reported with its results (tags of its MLflow run)."""
+    where = f"cuda ({torch.cuda.get_device_name(0)}, {gpus:g} GPU)" if device == "cuda" else f"cpu ({cpus} threads)"
+    return {DEVICE_TAG: where, FAISS_TAG: describe_faiss(faiss_build())}
 
 
 def staging_root(min_free: int = 2 * 1024**3) -> str | None:
@@ -118,17 +145,24 @@ def quiet_worker() -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 
-def dcml_trial(config: dict[str, Any]) -> None:
-    """Train one configuration, reporting validation metrics and a checkpoint every epoch."""
+def dcml_trial(config: dict[str, Any], rungs: tuple[int, ...] = ()) -> None:
+    """Train one configuration, reporting validation metrics every epoch and a checkpoint when
+    :func:`checkpoint_due` (``rungs``: the epochs of the sweep's ASHA rungs)."""
     quiet_worker()
     folder = trial_folder()
     raise_if_fatal(folder)
-    device, threads, gpus = trial_device()
-    torch.set_num_threads(threads)
+    cpus, gpus = trial_resources()
     try:
-        _train(ExperimentConfig.from_dict(config), device, folder)
+        device = trial_device(gpus)  # before any data is read: never a silent CPU trial on a GPU share
+        use_threads(cpus)
+        retries, wait = oom_retries(gpus)
+        options = {"cpus": cpus, "oom_retries": retries, "oom_wait_s": wait}
+        tags = device_tags(device, cpus, gpus)
+        _train(ExperimentConfig.from_dict(config), device, options, tuple(rungs), tags, folder)
     except DeviceOutOfMemoryError as err:
         err = DeviceOutOfMemoryError(f"{err}; this trial had {gpus:g} GPU (--gpus-per-trial {gpus:g})")
+        if 0 < gpus < 1:  # maybe the neighbour's doing: Tune restarts the trial from its last checkpoint
+            raise SharedGpuOutOfMemoryError(str(err)) from None
         remember_fatal(folder, err)
         raise err from None
     except DETERMINISTIC as err:
@@ -136,22 +170,29 @@ def dcml_trial(config: dict[str, Any]) -> None:
         raise
 
 
-def _start(cfg: ExperimentConfig, device: str) -> tuple[Engine, BestSoFar]:
+def _start(cfg: ExperimentConfig, device: str, options: dict[str, Any]) -> tuple[Engine, BestSoFar]:
     """A new engine, or the one restored from the trial's newest usable checkpoint."""
     checkpoint = tune.get_checkpoint()
     if not checkpoint:
-        return Engine(cfg, device=device), BestSoFar()
-    return restore_engine(checkpoint_candidates(checkpoint), device, BestSoFar.load)
+        return Engine(cfg, device=device, **options), BestSoFar()
+    return restore_engine(checkpoint_candidates(checkpoint), device, BestSoFar.load, options=options)
 
 
-def _train(cfg: ExperimentConfig, device: str, folder: tuple[Any, str]) -> None:
-    engine, best = _start(cfg, device)
+def _train(
+    cfg: ExperimentConfig,
+    device: str,
+    options: dict[str, Any],
+    rungs: tuple[int, ...],
+    tags: dict[str, str],
+    folder: tuple[Any, str],
+) -> None:
+    engine, best = _start(cfg, device, options)
     test_every = cfg.eval.test_every
     if cfg.eval.at_start and engine.epoch == 0:
         start = start_scores(engine, folder)
         best = dataclasses.replace(best, start=_primary(start))
         eval_s = sum(v for k, v in start.items() if k.endswith("/eval_time_s"))
-        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s})
+        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s, **tags})
     while engine.epoch < cfg.schedule.n_epochs:
         train = engine.train_epoch()
         val = engine.evaluate("val")
@@ -171,10 +212,15 @@ def _train(cfg: ExperimentConfig, device: str, folder: tuple[Any, str]) -> None:
             EPOCH: engine.epoch,
             "time/train_s": train["train/epoch_time_s"],
             "time/eval_s": sum(v for k, v in report.items() if k.endswith("/eval_time_s")),
+            **tags,
         })  # fmt: skip
+        if collapsed:
+            tune.report(report)  # a collapsed network does not come back: no checkpoint, the trial ends
+            return
+        if not checkpoint_due(engine.epoch, cfg, rungs):
+            tune.report(report)
+            continue
         with tempfile.TemporaryDirectory(prefix="dcml_ckpt_", dir=staging_root()) as tmp:
             engine.save(tmp, durable=False)  # Ray copies it into the sweep's storage
             best.save(Path(tmp))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
-        if collapsed:
-            return  # a collapsed network does not come back; the result says why the trial ended

@@ -4,10 +4,13 @@ that would only repeat.
 * Checkpoint fallback: Tune hands a restarted trial its latest checkpoint. If that one is corrupt or truncated
   (a disk filled up, a node died while the storage was syncing), :func:`restore_engine` says so and tries the
   trial's older kept checkpoints (``checkpoint_<n>`` folders beside it, newest first) before giving up.
-* Deterministic failures: a NaN/inf loss or a device out-of-memory error repeats identically after an exact
-  resume, so retrying it only burns GPU time. :func:`remember_fatal` records such a failure in the trial's
+* Deterministic failures: a NaN/inf loss, a GPU share that CUDA cannot use, or an out-of-memory error on a
+  whole GPU repeats identically after an exact resume, so retrying it only burns GPU time. :func:`remember_fatal` records such a failure in the trial's
   folder; :func:`raise_if_fatal` at the start of a retry raises it again at once, so the trial ends FAILED with
   the original reason (and Tune's ``max_failures`` budget stays for real crashes such as a lost worker).
+* An out-of-memory error on a *shared* GPU that outlived the in-place retries (:mod:`dcml_core.oom`) is
+  :class:`SharedGpuOutOfMemoryError`: not remembered, so Tune restarts the trial in a fresh process from its
+  last checkpoint (within ``max_failures``); only a trial that exhausts those ends FAILED.
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ from typing import Any
 
 from dcml_core.checkpoint import CheckpointError, first_usable
 from dcml_core.engine import DeviceOutOfMemoryError, Engine, NonFiniteLossError
+from tune.trial_device import NoUsableGpuError
 
 FATAL_FILE = "dcml_fatal_error.json"
-DETERMINISTIC = (NonFiniteLossError, DeviceOutOfMemoryError)
+DETERMINISTIC = (NonFiniteLossError, DeviceOutOfMemoryError, NoUsableGpuError)
 _INDEX = re.compile(r"checkpoint_(\d+)")
+
+
+class SharedGpuOutOfMemoryError(RuntimeError):
+    """A trial that shares its GPU kept running out of memory in place; Tune retries it from a checkpoint."""
 
 
 class RepeatedTrialFailure(RuntimeError):
@@ -55,15 +63,19 @@ def checkpoint_candidates(latest: Any) -> list[Any]:
 
 
 def restore_engine(
-    candidates: list[Any], device: str, load_extra: Callable[[Path], Any], say: Callable[[str], None] = print
+    candidates: list[Any],
+    device: str,
+    load_extra: Callable[[Path], Any],
+    say: Callable[[str], None] = print,
+    options: dict[str, Any] | None = None,
 ) -> tuple[Engine, Any]:
     """The engine (and ``load_extra(dir)``) from the first candidate checkpoint that loads (see
-    :func:`dcml_core.checkpoint.first_usable`)."""
+    :func:`dcml_core.checkpoint.first_usable`); ``options`` go to :meth:`Engine.restore`."""
 
     def restore(checkpoint: Any) -> tuple[Engine, Any]:
         with checkpoint.as_directory() as directory:
             extra = load_extra(Path(directory))
-            return Engine.restore(directory, device=device), extra
+            return Engine.restore(directory, device=device, **(options or {})), extra
 
     try:
         return first_usable(candidates, restore, say, name=lambda checkpoint: checkpoint.path)

@@ -52,9 +52,11 @@ class TrialLog:
     epochs: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)  # step, time ms, metrics
     end: tuple[str, dict[str, str], dict[str, float], int] | None = None  # status, tags, final metrics, ms
     checkpoint: str | None = None  # a directory to upload as the run's ``checkpoint/`` artifacts
+    tags: dict[str, str] = field(default_factory=dict)  # reported by the trial: its device and faiss build
 
     def add(self, result: dict[str, Any]) -> None:
         """One Tune result; the first report of an epoch wins (a restored trial repeats epochs)."""
+        self.tags.update({k: str(result[k]) for k in (tr.DEVICE_TAG, tr.FAISS_TAG) if k in result})
         if EPOCH in result and not (self.epochs and int(result[EPOCH]) <= self.epochs[-1][0]):
             self.epochs.append((int(result[EPOCH]), _ms(result), metrics_of(result)))
 

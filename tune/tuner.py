@@ -8,7 +8,6 @@ from typing import Any
 from ray import tune
 
 from tune.plan import SweepPlan
-from tune.settings import SweepSettings
 from tune.trainable import dcml_trial
 
 CHECKPOINTS_PER_TRIAL = 2
@@ -20,27 +19,28 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def trainable(cpus: float, gpus: float) -> Any:
-    """The trainable with its per-trial resources."""
-    return tune.with_resources(dcml_trial, {"cpu": cpus, "gpu": gpus})
+def trainable(cpus: float, gpus: float, rungs: list[int]) -> Any:
+    """The trainable with its per-trial resources and the epochs of the ASHA rungs (it checkpoints there)."""
+    return tune.with_resources(tune.with_parameters(dcml_trial, rungs=tuple(rungs)), {"cpu": cpus, "gpu": gpus})
 
 
 def new_tuner(plan: SweepPlan, cpus: float, gpus: float, callbacks: list) -> tune.Tuner:
     """A fresh Tuner for the sweep's plan."""
     s, space = plan.settings, plan.space
     return tune.Tuner(
-        trainable(cpus, gpus),
+        trainable(cpus, gpus, plan.rungs()),
         param_space=plan.param_space,
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode=space.mode,
             num_samples=s.num_samples,
             max_concurrent_trials=None if s.search == "random" else s.max_concurrent,  # random: its own limit
-            # A finished or stopped trial's worker process runs the next trial (same resources): saves
-            # a process start + torch/ray imports per trial (6-14 s on a loaded 2-core machine). The
+            # On CPUs a finished or stopped trial's worker process runs the next trial (same resources):
+            # saves a process start + torch/ray imports per trial (6-14 s on a loaded 2-core machine). The
             # engine seeds every RNG when it is built: a reused process trains exactly as a fresh one
-            # (measured: benchmarks/bench_sweep_overhead.py).
-            reuse_actors=True,
+            # (measured: benchmarks/bench_sweep_overhead.py). Never with GPUs: a reused process keeps the
+            # previous trial's CUDA context, cached memory and faiss GPU resources (ecosystem.md §1.5).
+            reuse_actors=gpus == 0,
             search_alg=plan.searcher(),
             scheduler=plan.scheduler(),
             trial_dirname_creator=trial_dirname,
@@ -60,12 +60,12 @@ def new_tuner(plan: SweepPlan, cpus: float, gpus: float, callbacks: list) -> tun
     )
 
 
-def restore_tuner(settings: SweepSettings, cpus: float, gpus: float) -> tune.Tuner:
+def restore_tuner(plan: SweepPlan, cpus: float, gpus: float) -> tune.Tuner:
     """The Tuner of a sweep whose driver stopped: finished trials kept, unfinished ones resumed, searcher
     restored. Callbacks, searcher and scheduler come back from the sweep folder (Tune pickled them there)."""
     return tune.Tuner.restore(
-        settings.sweep_path,
-        trainable=trainable(cpus, gpus),
+        plan.settings.sweep_path,
+        trainable=trainable(cpus, gpus, plan.rungs()),
         resume_unfinished=True,
         resume_errored=False,
         restart_errored=False,

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from dcml_core.config.coerce import build_group, coerce, fail, unknown_key
 from dcml_core.config.data import DataConfig
@@ -41,14 +41,18 @@ class ExperimentConfig:
     seed: int = 1
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # mixed precision, CUDA only
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU has it natively, else fp16
     channels_last: bool = True  # CUDA only
-    deterministic: bool = True
+    deterministic: bool = True  # on CUDA also torch's deterministic algorithms (docs/gpu.md: the cost)
+    checkpoint_every: int = 5  # sweeps: a checkpoint every N epochs, plus at ASHA rungs and the last epoch
 
     def __post_init__(self) -> None:
         for name in _GROUPS:
             getattr(self, name).validate(name)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             fail("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.checkpoint_every < 1:
+            fail("checkpoint_every", self.checkpoint_every, "a positive number of epochs")
         if self.data.sampler == "distinct_classes" and self.data.val_fraction >= 0.99:
             fail("data.val_fraction", self.data.val_fraction, "a fraction that leaves training classes")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import warnings
 
-import faiss
 import numpy as np
 import torch
+
+from dcml_core.evaluation.faiss_lib import faiss
 
 
 def faiss_gpu_available() -> bool:

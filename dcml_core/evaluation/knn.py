@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import faiss
 import numpy as np
 import torch
+
+from dcml_core.evaluation.faiss_lib import faiss
 
 Backend = Literal["auto", "faiss", "faiss_symmetric", "torch"]
 _TORCH_CHUNK_BYTES = 512 * 2**20  # budget for one (chunk, N) float32 distance block on the torch path

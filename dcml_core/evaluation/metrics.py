@@ -12,11 +12,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
 from dcml_core.evaluation.clustering import faiss_gpu_available, kmeans
+from dcml_core.evaluation.faiss_lib import faiss
 from dcml_core.evaluation.knn import knn, resolve_device
 from dcml_core.metrics import METRICS, Metric, MetricInputs, map_at_r, map_c, recall_at_k, registered
 
@@ -122,6 +122,7 @@ def compute_metrics(
     kmeans_seed: int | None = None,
     chunk_size: int | None = None,
     num_threads: int | None = None,
+    max_threads: int | None = None,
 ) -> dict[str, float]:
     """All requested metrics of a set of embeddings against itself, keys ``recall@k``, ``nmi``, ``f1``, ...
 
@@ -141,6 +142,8 @@ def compute_metrics(
             N > 4,096, the cores that other processes leave idle, measured before each of the two searches
             (``idle_cores``; on a shared machine OpenMP threads that wait for a busy core cost far more than
             they gain), else faiss's setting.
+        max_threads: at most this many threads, whatever ``num_threads`` or the idle cores say (a trial's CPU
+            share: faiss would otherwise take every core of the node).
 
     One kNN search (k = the largest that any metric needs) and one k-means (shared by NMI, F1 and any
     other metric that needs clusters) are run.
@@ -158,8 +161,12 @@ def compute_metrics(
     if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
 
+    if max_threads is not None and (not isinstance(max_threads, (int, np.integer)) or max_threads < 1):
+        raise ValueError(f"max_threads must be a positive integer or None, got {max_threads!r}")
+
     def threads() -> int:  # chosen again before each search: the load of a shared machine changes
-        return int(num_threads or (idle_cores() if n > _AUTO_THREADS_MIN_N else faiss.omp_get_max_threads()))
+        chosen = int(num_threads or (idle_cores() if n > _AUTO_THREADS_MIN_N else faiss.omp_get_max_threads()))
+        return min(chosen, int(max_threads or chosen))
 
     knn_labels = np.empty((n, 0), dtype=np.int64)
     if k > 0:

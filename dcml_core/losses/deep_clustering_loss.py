@@ -56,7 +56,7 @@ def cluster_pseudo_labels(
     As the reference: ``min_points_per_centroid=1``, ``max_points_per_centroid=1e9``, ``niter`` iterations,
     exact L2 assignment. ``seed`` defaults to faiss's own default seed (1234), i.e. the reference behaviour.
     """
-    import faiss  # lazy: only needed at re-clustering time
+    from dcml_core.evaluation.faiss_lib import faiss  # lazy: only needed at re-clustering time
 
     x = np.asarray(features)
     if x.ndim != 2:

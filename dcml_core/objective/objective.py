@@ -10,7 +10,7 @@ The terms are summed in list order, which is the reference's order (the float su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -69,10 +69,14 @@ class Objective(nn.Module):
         """The term name of each group of :meth:`param_groups`."""
         return [term.name for term in self.terms.values() for _ in term.param_groups()]
 
-    def before_epoch(self, epoch: int, access: TrainingAccess) -> None:
-        """Each term's epoch hook (queue pre-fill, re-clustering), in term order."""
-        for term in self.terms.values():
-            term.before_epoch(epoch, access)
+    def before_epoch(
+        self, epoch: int, access: TrainingAccess, run: Callable[[str, Callable[[], None]], None] | None = None
+    ) -> None:
+        """Each term's epoch hook (queue pre-fill, re-clustering), in term order; ``run(name, hook)`` runs each
+        (the engine's out-of-memory handling retries one term's hook, not the ones before it)."""
+        for name, term in self.terms.items():
+            hook = lambda term=term: term.before_epoch(epoch, access)  # noqa: E731
+            run(name, hook) if run is not None else hook()
 
     def keys(self, images: Tensor) -> Tensor | None:
         """Key embeddings of a batch's second view, if a term needs one (None otherwise)."""
