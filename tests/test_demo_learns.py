@@ -12,7 +12,7 @@ from dcml_core.config import ExperimentConfig
 from dcml_core.data import ensure_demo_dataset
 from dcml_core.engine import Engine
 
-EPOCHS = 6  # of the space's 12: the LR drop (tau 8) comes later
+EPOCHS = 8  # of the space's 12: the LR drop (tau 9-11) comes later
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,6 @@ def test_the_demo_baseline_beats_the_untrained_network_by_a_clear_factor(demo_ro
         engine.train_epoch()
     trained = engine.evaluate("test")
     assert trained["test/embedding_spread"] > 0.1  # spread out, not collapsed
-    # measured: 0.064 -> 0.170 (2.7x, +10.6 points); an engine that stopped learning stays near 0.06
+    # measured: 0.064 -> 0.149 (2.3x, +8.5 points); an engine that stopped learning stays near 0.06
     assert trained["test/recall_at_1"] >= 2 * untrained, (untrained, trained["test/recall_at_1"])
     assert trained["test/recall_at_1"] >= untrained + 0.06, (untrained, trained["test/recall_at_1"])

@@ -4,6 +4,7 @@ cluster check's verdicts. The two-node cluster with GPUs that CUDA lacks is in t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,9 @@ def test_the_trainable_gets_the_rungs_and_actors_are_reused_only_without_gpus(lo
                              max_epochs=None, scheduler="asha", search="random", gpus_per_trial=None,
                              cpus_per_trial=1, max_concurrent=None, address=None, mlflow_uri="sqlite:///x.db",
                              seed=0)  # fmt: skip
-    plan = SweepPlan(search_spaces.get("demo"), settings)
-    assert plan.rungs() == [1, 2, 4]
+    space = dataclasses.replace(search_spaces.get("demo"), scheduler={"grace_period": 2, "reduction_factor": 3, "max_t": 20})
+    plan = SweepPlan(space, settings)
+    assert plan.rungs() == [2, 6, 18]  # grace * factor**k below max_t
     for gpus, reuse in ((0, True), (0.5, False), (1, False)):
         config = tuner_module.new_tuner(plan, 1, gpus, [])._local_tuner._tune_config  # Ray 2.60 keeps it there
         assert config.reuse_actors is reuse, gpus
