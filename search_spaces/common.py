@@ -89,3 +89,31 @@ def dcml_model_block() -> dict[str, Any]:
         "compos_num": tune.choice([4, 8, 12]),  # M, a multiple of the 4 heads
         "ensemble_num": tune.randint(2, 9),  # K in 2..8
     }
+
+
+def diva_model_block() -> dict[str, Any]:
+    """DiVA network on ResNet-50 with the four heads (no DCML sub-embeddings or compositors)."""
+    return {"method": "diva", "arch": "resnet50_frozen_normalize", "embed_dim": 128, "features": FOUR_HEADS}
+
+
+def published_run(
+    *,
+    lr: float,
+    tau: int,
+    taus: list[int],
+    gamma: float,
+    n_epochs: int,
+    diva: dict[str, float],
+    n_key_batches: int,
+    dcml: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sampled ``diva``, ``optim`` and ``schedule`` blocks of a space centred on a published DiVA/DCML run,
+    and the space's ``BASELINE`` (that run's values: each published number is written once, in the space module).
+    ``diva``: ``alpha_ssl``, ``alpha`` (shared and intra), ``rho`` and ``temperature`` as in :func:`diva_block`."""
+    blocks = {
+        "diva": diva_block(**diva, n_key_batches=n_key_batches),
+        "optim": {"lr": log_around(lr)},
+        "schedule": {"n_epochs": n_epochs, "tau": tune.choice(taus), "gamma": gamma_around(gamma)},
+    }
+    baseline = {**(DCML_BASELINE if dcml else {}), **diva_baseline(**diva)}
+    return blocks, {**baseline, "optim.lr": lr, "schedule.tau": tau, "schedule.gamma": gamma}

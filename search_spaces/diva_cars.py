@@ -2,38 +2,21 @@
 lr x 0.2 at epoch 70, alphas 0.15, rho 100 x 3, MoCo temperature 0.01, 30 key batches.
 """
 
-from ray import tune
-
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import (
-    FOUR_HEADS,
-    asha_after_lr_drop,
-    diva_baseline,
-    diva_block,
-    gamma_around,
-    log_around,
+from search_spaces.common import asha_after_lr_drop, diva_model_block, published_run
+
+N_EPOCHS, TAUS = 350, [55, 70, 85]
+BLOCKS, BASELINE = published_run(  # the published run (docstring)
+    lr=1e-5, tau=70, taus=TAUS, gamma=0.2, n_epochs=N_EPOCHS, n_key_batches=30,
+    diva={"alpha_ssl": 0.15, "alpha": 0.15, "rho": 100.0, "temperature": 0.01},
 )
-
-N_EPOCHS = 350
-TAUS = [55, 70, 85]
-
-LR, TAU, GAMMA = 1e-5, 70, 0.2  # the published run (docstring)
-DIVA = {"alpha_ssl": 0.15, "alpha": 0.15, "rho": 100.0, "temperature": 0.01}
 
 SPACE = {
     "data": {"dataset": "cars196", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
-    "model": {
-        "method": "diva",
-        "arch": "resnet50_frozen_normalize",
-        "embed_dim": 128,
-        "features": FOUR_HEADS,
-    },
-    "diva": diva_block(**DIVA, n_key_batches=30),
-    "optim": {"lr": log_around(LR)},
-    "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(GAMMA)},
+    "model": diva_model_block(),
+    **BLOCKS,
     "eval": {"evaltypes": ["paper", "all"]},
 }
-BASELINE = {**diva_baseline(**DIVA), "optim.lr": LR, "schedule.tau": TAU, "schedule.gamma": GAMMA}
 METRIC = OBJECTIVE
 MODE = "max"
 SCHEDULER = asha_after_lr_drop(TAUS, N_EPOCHS, reduction_factor=3)  # rungs at epochs 90 and 270
