@@ -19,7 +19,8 @@ Epoch 0 (the starting network, reported before training) counts as device time b
 
 The demo data set is built by a ``--dry-run`` first (warm cache). Usage::
 
-    python benchmarks/bench_early_stopping.py                  # the demo's 12 trials x 12 epochs, seed 0
+    python benchmarks/bench_early_stopping.py                  # the demo's 16 trials x 12 epochs, seed 0
+    python benchmarks/bench_early_stopping.py --num-samples 24 --keep   # keep the sweeps for replay_asha.py
     python benchmarks/bench_early_stopping.py --num-samples 16 --seed 3
     python benchmarks/bench_early_stopping.py --quick          # 3 trials x 2 epochs
 
