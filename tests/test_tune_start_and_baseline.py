@@ -88,3 +88,44 @@ def test_start_scores_are_computed_once_per_starting_network(tiny_demo, tmp_path
     assert again["val/eval_time_s"] == 0.0
     start_scores(other, (folder[0], str(tmp_path / "sweep" / "trial_c")))
     assert calls == ["val", "test"]  # another seed: another starting network
+
+
+def test_asha_records_the_baseline_at_its_rungs_but_never_stops_it() -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from dcml_core.metric_names import EPOCH, OBJECTIVE
+    from tune.asha import BaselineKeepingASHA
+
+    baseline = {"optim.lr": 0.1}
+    asha = BaselineKeepingASHA(
+        time_attr=EPOCH, metric=OBJECTIVE, mode="max", grace_period=1, reduction_factor=2, max_t=4, baseline=baseline
+    )
+    good, base, weak = (SimpleNamespace(trial_id=n, config={"optim": {"lr": lr}}) for n, lr in
+                        (("good", 0.3), ("base", 0.1), ("weak", 0.2)))  # fmt: skip
+    for trial in (good, base, weak):
+        asha.on_trial_add(None, trial)
+    step = lambda trial, epoch, value: asha.on_trial_result(None, trial, {EPOCH: epoch, OBJECTIVE: value})  # noqa: E731
+    assert step(good, 1, 0.5) == TrialScheduler.CONTINUE
+    assert step(base, 1, 0.1) == TrialScheduler.CONTINUE  # below the cutoff (0.5): plain ASHA stops it here
+    assert step(weak, 1, 0.2) == TrialScheduler.STOP  # the same decision for any other trial
+    assert [step(base, e, 0.1) for e in (2, 3)] == [TrialScheduler.CONTINUE] * 2
+    assert step(base, 4, 0.1) == TrialScheduler.STOP  # max_t: the schedule's end, as for every trial
+    rung_1 = next(recorded for milestone, recorded in asha._brackets[0]._rungs if milestone == 1)
+    assert rung_1 == {"good": 0.5, "base": 0.1, "weak": 0.2}  # the baseline's value still counts for the cutoffs
+
+
+def test_a_sweep_with_asha_keeps_its_space_baseline(tmp_path) -> None:
+    from tune.asha import BaselineKeepingASHA
+    from tune.plan import SweepPlan
+    from tune.settings import SweepSettings
+
+    settings = SweepSettings(space="demo", name="s", storage=str(tmp_path), data_root=None, num_samples=2,
+                             max_epochs=None, scheduler="asha", search="optuna", gpus_per_trial=None,
+                             cpus_per_trial=1, max_concurrent=None, address=None, mlflow_uri="sqlite:///x.db",
+                             seed=0)  # fmt: skip
+    space = search_spaces.get("demo")
+    scheduler = SweepPlan(space, settings).scheduler()
+    assert isinstance(scheduler, BaselineKeepingASHA) and scheduler.baseline == space.baseline != {}
+

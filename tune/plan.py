@@ -69,12 +69,15 @@ class SweepPlan:
         )
 
     def scheduler(self) -> Any:
-        """ASHA on epochs with the space's grace period and reduction factor, or FIFO (no early stopping)."""
-        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+        """ASHA on epochs with the space's grace period and reduction factor, which never stops the baseline
+        trial (tune/asha.py), or FIFO (no early stopping)."""
+        from ray.tune.schedulers import FIFOScheduler
+
+        from tune.asha import BaselineKeepingASHA
 
         if self.configs or self.settings.scheduler == "fifo":
             return FIFOScheduler()
-        return ASHAScheduler(time_attr=EPOCH, **self.space.scheduler)
+        return BaselineKeepingASHA(time_attr=EPOCH, baseline=self.space.baseline, **self.space.scheduler)
 
     def rungs(self) -> list[int]:
         """Epochs at which ASHA compares trials: grace * rf**k below max_t ([] without ASHA)."""

@@ -129,7 +129,7 @@ def baseline_lines(records: list[TrialRecord], best: TrialRecord | None) -> list
     base = next((r for r in records if r.baseline), None)
     if base is None:
         return ["Baseline: no trial ran the space's published configuration"]
-    partial = f", {base.status} after {base.epochs} epochs" if base.status != COMPLETED else ""
+    partial = f", {base.status} after {base.epochs} epoch{'s' * (base.epochs != 1)}" if base.status != COMPLETED else ""
     lines = [
         f"Baseline ({base.trial_id}, the space's published configuration{partial}): val Recall@1 "
         f"{base.best_val:.4f}, test Recall@1 at that epoch {base.best_test:.4f}"
