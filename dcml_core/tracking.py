@@ -115,19 +115,39 @@ def ui_command(uri: str, experiment_id: str | None = None) -> str:
     return command + (f", then {ui_trials_url(base, experiment_id)}" if experiment_id else "")
 
 
-def ui_trials_url(base: str, experiment_id: str, charts: bool = False) -> str:
-    """The MLflow 3 UI page of a sweep's trial runs, best first. ``workflowType`` opens the classic training view
-    (a fresh browser opens MLflow 3 on its GenAI overview, whatever the experiment's kind), the filter lists the
-    trials flat (not folded under the sweep's parent run), ``compareRunsMode=CHART`` shows their curves."""
-    from urllib.parse import quote, urlencode
+TRIALS_VIEW = "dcml-trials"  # the MLflow UI view of a sweep's trials: experiment tag mlflow.sharedViewState.<key>
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 
+
+def trials_view_state(sampled: tuple | list = ()) -> dict[str, Any]:
+    """The MLflow 3 UI's view of a sweep's trials: listed flat (not folded under the sweep's parent run), best
+    validation Recall@1 first, with the columns a researcher compares (best validation and test Recall@1, the
+    starting network's test Recall@1, the epoch validation selected, the sampled parameters), every trial drawn
+    in the charts (the UI's default shows the first 10), and the charts filtered to the validation curves that
+    select and diagnose (Recall@1, NMI, embedding spread; the filter box shows the regex, clear it for all)."""
     from dcml_core.metric_names import OBJECTIVE
 
-    query = {"workflowType": "machine_learning", "searchFilter": f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'",
-             "orderByKey": f"metrics.`best/{OBJECTIVE}`", "orderByAsc": "false"}  # fmt: skip
-    if charts:
-        query["compareRunsMode"] = "CHART"
-    return f"{base}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+    metrics = [f"best/{OBJECTIVE}", "best/test/recall_at_1", "start/test/recall_at_1", "best/epoch"]
+    columns = [f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in sampled]
+    return {"searchFilter": f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'", "orderByKey": columns[0], "orderByAsc": False,
+            "selectedColumns": columns, "columnOrder": columns, "runsHiddenMode": "SHOW_ALL",
+            "chartsSearchFilter": "^val/(recall_at_1|nmi|embedding_spread)$"}  # fmt: skip
+
+
+def set_trials_view(client: Any, experiment_id: str, sampled: tuple | list = ()) -> None:
+    """Store :func:`trials_view_state` on the experiment (where the UI's "share view" keeps views); idempotent."""
+    value, key = json.dumps(trials_view_state(sampled)), VIEW_TAG_PREFIX + TRIALS_VIEW
+    if client.get_experiment(experiment_id).tags.get(key) != value:
+        client.set_experiment_tag(experiment_id, key, value)
+
+
+def ui_trials_url(base: str, experiment_id: str, charts: bool = False) -> str:
+    """The MLflow 3 UI page of a sweep's trial runs (:func:`trials_view_state`, stored by the sweep).
+    ``workflowType`` opens the classic training view (a fresh browser opens MLflow 3 on its GenAI overview,
+    whatever the experiment's kind); ``compareRunsMode=CHART`` shows the trials' curves. The URL names no filter
+    or sort itself: the UI ignores a shared view when the address carries its own."""
+    query = f"viewStateShareKey={TRIALS_VIEW}&workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment_id}/runs?{query}" + ("&compareRunsMode=CHART" if charts else "")
 
 
 def git_state(repo: Path | None = None) -> tuple[str | None, bool]:

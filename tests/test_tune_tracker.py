@@ -3,6 +3,7 @@ their tags, and what the MLflow UI shows (experiment kind, run names, sampled pa
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -247,6 +248,12 @@ def test_the_mlflow_ui_opens_on_runs_named_by_their_sampled_values(sweep) -> Non
     writer.write(TrialLog("c3fbaa19", sweep["config"]))
     exp = client.get_experiment_by_name(sweep["name"])
     assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_KIND["mlflow.experimentKind"] == "custom_model_development"
+    # the view ui_command's address opens (viewStateShareKey): the trials, best first, sampled values as columns
+    view = json.loads(exp.tags["mlflow.sharedViewState.dcml-trials"])
+    assert view["searchFilter"] == "tags.`dcml.role` = 'trial'" and view["orderByKey"] == "metrics.`best/val/recall_at_1`"
+    assert view["orderByAsc"] is False and view["runsHiddenMode"] == "SHOW_ALL"
+    assert view["selectedColumns"][0] == view["orderByKey"] and "metrics.`start/test/recall_at_1`" in view["selectedColumns"]
+    assert [c for c in view["selectedColumns"] if c.startswith("params.")] == [f"params.`{n}`" for n in SAMPLED]
     run = client.get_run(writer.find("c3fbaa19").run_id)
     config = sweep["config"]
     m, k, lr = config["model"]["compos_num"], config["model"]["ensemble_num"], config["optim"]["lr"]

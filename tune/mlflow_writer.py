@@ -87,6 +87,7 @@ class SweepWriter:
         refuses an existing one; ``resume`` sets it RUNNING and tags the session; ``attach`` leaves it as is."""
         try:
             self.experiment_id = tr.open_experiment(self.client, self.sweep)
+            tr.set_trials_view(self.client, self.experiment_id, self.sampled)
             found = self._search(f"tags.`{tr.ROLE_TAG}` = '{tr.PARENT_ROLE}'")
             if found and not (resume or attach):
                 raise tr.TrackingError(
