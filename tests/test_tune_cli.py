@@ -75,6 +75,7 @@ def test_invalid_input_is_one_line_and_exit_code_2(capsys, argv, message) -> Non
     assert code == 2, (out, err)
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+    assert list(Path.cwd().iterdir()) == []  # a refused command creates nothing (no runs/ray, no mlflow.db)
 
 
 def test_an_address_where_no_ray_head_listens_is_refused_at_once(capsys) -> None:

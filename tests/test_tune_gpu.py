@@ -118,6 +118,19 @@ def test_the_trainable_gets_the_rungs_and_actors_are_reused_only_without_gpus(lo
         assert config.reuse_actors is reuse, gpus
 
 
+def test_the_cluster_check_leaves_no_folder_behind(local_ray, tmp_path):
+    from tune.cluster_check import run_check
+
+    storage = tmp_path / "runs" / "ray"  # neither exists yet: the check creates both, and removes both
+    table, problems = run_check({"data": {"dataset": "demo"}}, str(storage), cpus=1, gpus=0)
+    assert problems == [] and "ok" in table
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # a folder that existed stays, and so does what it held
+    (tmp_path / "kept" / "f").write_text("x")
+    run_check({"data": {"dataset": "demo"}}, str(tmp_path / "kept"), cpus=1, gpus=0)
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["f"]
+
+
 def _row(**changes) -> dict:
     row = {"cuda": NO_CUDA, "cuda_text": describe_cuda(NO_CUDA), "faiss": "faiss 1.15.1 (CPU build)",
            "data": "ok: 10 train / 10 test images", "weights": "ok", "storage": "ok", "smoke": ""}  # fmt: skip

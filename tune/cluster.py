@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -101,3 +102,15 @@ def check_resources(cpus: float, gpus: float) -> None:
             f"no node has {cpus:g} CPUs and {gpus:g} GPUs for one trial (nodes have CPU/GPU {have}); lower "
             "--cpus-per-trial / --gpus-per-trial"
         )
+
+
+def trial_slots(cpus: float, gpus: float, max_concurrent: int | None, num_samples: int) -> int:
+    """Trials that can run at once: as many as each node's CPUs and GPUs hold, at most ``max_concurrent`` and
+    the number of trials (the sweep's overhead is measured against this many slots)."""
+    fit = 0
+    for node in alive_nodes():
+        have = node["Resources"]
+        by_cpu = math.floor(have.get("CPU", 0) / cpus + 1e-9) if cpus > 0 else num_samples
+        by_gpu = math.floor(have.get("GPU", 0) / gpus + 1e-9) if gpus > 0 else num_samples
+        fit += min(by_cpu, by_gpu)
+    return max(1, min(fit, max_concurrent or fit, num_samples))

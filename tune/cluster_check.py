@@ -127,6 +127,7 @@ def run_check(config: dict[str, Any], storage: str, cpus: float, gpus: float, sm
     token, nodes = uuid.uuid4().hex, alive_nodes()
     filesystem, root = _storage(storage)
     folder = f"{root.rstrip('/')}/{CHECK_FOLDER}-{token}"
+    created = _missing_dirs(filesystem, root)  # removed again: a refused sweep leaves nothing behind
     filesystem.create_dir(folder, recursive=True)
     try:
         with filesystem.open_output_stream(f"{folder}/driver") as f:
@@ -156,9 +157,33 @@ def run_check(config: dict[str, Any], storage: str, cpus: float, gpus: float, sm
             table.append(_table_row(name, node, row, fits, smoke))
     finally:
         filesystem.delete_dir(folder)
+        _remove_empty(filesystem, created)
     headers = ["node", "CPU/GPU (Ray)", "trials", "torch", "CUDA build", "driver", "CUDA", "GPUs torch/faiss",
                "faiss", "data", "weights", "storage shared"] + (["GPU matmul"] if smoke else [])  # fmt: skip
     return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True), problems
+
+
+def _missing_dirs(filesystem: Any, path: str) -> list[str]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    from pyarrow import fs as pafs
+
+    missing = []
+    while path and path not in ("/", ".") and filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        missing.append(path)
+        path = path.rstrip("/").rpartition("/")[0]
+    return missing
+
+
+def _remove_empty(filesystem: Any, folders: list[str]) -> None:
+    """Delete the folders (deepest first) that are still empty."""
+    from pyarrow import fs as pafs
+
+    for folder in folders:
+        try:
+            if not filesystem.get_file_info(pafs.FileSelector(folder)):
+                filesystem.delete_dir(folder)
+        except OSError:
+            return
 
 
 def _read_back(filesystem: Any, folder: str, node_id: str, token: str) -> str:

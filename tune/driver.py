@@ -19,12 +19,13 @@ from tune.cluster import (
     check_tracking_for_cluster,
     default_gpus_per_trial,
     start_ray,
+    trial_slots,
 )
 from tune.cluster_check import check_cluster
 from tune.mlflow_callback import MLflowSweepCallback, writer_for
 from tune.plan import SweepPlan
 from tune.progress import ProgressCallback
-from tune.summary import ranked, records_from_results, summary_text
+from tune.summary import command_start, ranked, records_from_results, summary_text
 from tune.trial_outcome import UNFINISHED
 from tune.trial_run import TrialLog
 from tune.tuner import new_tuner, restore_tuner
@@ -102,7 +103,7 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
     """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    start = time.time()  # the wall time counts Ray's start
+    start = command_start()  # the wall time counts the interpreter start, imports, validation and Ray's start
     return on_ray(plan.settings.address, lambda: _sweep(plan, command, start))
 
 
@@ -138,7 +139,8 @@ def _sweep(plan: SweepPlan, command: str, start: float) -> int:
             log.checkpoint = directory
             writer.submit(log)
     ui = ui_command(settings.mlflow_uri, writer.experiment_id)
-    text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
+    slots = trial_slots(settings.cpus_per_trial, gpus, settings.max_concurrent, settings.num_samples)
+    text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui, slots=slots)
     if writer.flush():  # the last try: the runs' updates first, then the sweep's end
         writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
     else:

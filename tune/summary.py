@@ -1,12 +1,16 @@
-"""End-of-sweep summary: the best trials, what happened to every trial, time and device-hours spent."""
+"""End-of-sweep summary: the best trials, what happened to every trial, time and device-hours spent, and the
+sweep's overhead (its wall time since the command started against the trials' own training and evaluation)."""
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from dcml_core.metric_names import EPOCH, OBJECTIVE
+from dcml_core.metric_names import EPOCH, OBJECTIVE, OWN_TIME
 from search_spaces import value_at
 from tune.trial_outcome import (
     COLLAPSED,
@@ -40,6 +44,7 @@ class TrialRecord:
     start_val: float = math.nan  # the starting network's scores (epoch 0)
     start_test: float = math.nan
     baseline: bool = False  # the space's published configuration
+    own_s: float = 0.0  # the trial's own training + evaluation time (``time/own_s`` of its last report)
 
 
 def records_from_results(
@@ -69,6 +74,7 @@ def records_from_results(
                 start_val=float(metrics.get(START_VAL, math.nan)),
                 start_test=float(metrics.get(START_TEST, math.nan)),
                 baseline=is_baseline(trial.config, baseline or {}),
+                own_s=float(metrics.get(OWN_TIME, 0.0)),
             )
         )
     return records
@@ -176,10 +182,43 @@ def device_hours(
     return seconds * cpus_per_trial / 3600, "CPU-core-hours"
 
 
+def command_start() -> float:
+    """When this process started (``time.time()`` scale, from ``/proc``): the sweep's wall time counts the
+    interpreter start and the imports too. Where ``/proc`` is missing: when this module was imported."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks  # since boot
+        boot = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
+        return boot + started
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
+def overhead(records: list[TrialRecord], wall_s: float, slots: int) -> tuple[float, float]:
+    """(overhead, own seconds): the share of the trial slots' time (``slots`` trials at once x ``wall_s``) that
+    was not the trials' own training and evaluation; with one slot, (wall - own) / wall."""
+    own = sum(r.own_s for r in records)
+    return (1.0 - own / (wall_s * slots) if wall_s > 0 and slots > 0 else math.nan), own
+
+
+def overhead_line(records: list[TrialRecord], wall_s: float, slots: int) -> str:
+    share, own = overhead(records, wall_s, slots)
+    at_once = f"{slots} trial slots x " if slots > 1 else ""
+    return (
+        f"Overhead {100 * share:.1f} %: the trials' own training and evaluation took {own / 60:.1f} min of "
+        f"{at_once}{wall_s / 60:.1f} min wall since the command started; the rest went to start-up, engine "
+        "builds, checkpoints, reporting and slots left idle"
+    )
+
+
 def summary_text(
-    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5
+    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5, slots: int = 1
 ) -> tuple[str, dict[str, float]]:
-    """The printed summary and the numbers logged on the sweep's parent run."""
+    """The printed summary and the numbers logged on the sweep's parent run (``wall_s``: since the command
+    started; ``slots``: trials that could run at once)."""
     n = counts(records)
     hours, unit = device_hours(records, gpus, cpus)
     lines = [f"Best trials (of {len(records)}):", best_table(records, top), ""]
@@ -198,10 +237,14 @@ def summary_text(
         + (f", {n[UNFINISHED]} unfinished (resume with --resume)" if n[UNFINISHED] else "")
     )
     lines.append(f"Wall time {wall_s / 60:.1f} min; {hours:.3f} {unit} spent by trials")
+    lines.append(overhead_line(records, wall_s, slots))
     lines.append(f"MLflow UI: {ui}")
+    share, own = overhead(records, wall_s, slots)
     metrics = {
         **sweep_metrics(records),
         "sweep/wall_time_s": wall_s,
+        "sweep/own_time_s": own,
+        "sweep/overhead": share,
         f"sweep/{unit.replace('-', '_').lower()}": hours,
     }
     return "\n".join(lines), metrics

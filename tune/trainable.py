@@ -41,7 +41,7 @@ from dcml_core.collapse import COLLAPSED_KEY, collapse_message
 from dcml_core.config import ExperimentConfig
 from dcml_core.device_info import describe_faiss, faiss_build
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
-from dcml_core.metric_names import EPOCH, OBJECTIVE
+from dcml_core.metric_names import EPOCH, OBJECTIVE, OWN_TIME
 from dcml_core.tracking import DEVICE_TAG, FAISS_TAG
 from tune.start_eval import start_scores
 from tune.trial_device import oom_retries, trial_device
@@ -140,6 +140,11 @@ def _primary(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in _scores(metrics).items() if k.count("/") == 1}
 
 
+def own_time(engine: Engine) -> float:
+    """The trial's own training + evaluation seconds so far (an exact resume counts its checkpoint's)."""
+    return engine.timings["train_s"] + engine.timings["eval_s"]
+
+
 def quiet_worker() -> None:
     """Silence Ray's per-epoch "Checkpoint successfully created" lines (they drown the progress output)."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -192,7 +197,8 @@ def _train(
         start = start_scores(engine, folder)
         best = dataclasses.replace(best, start=_primary(start))
         eval_s = sum(v for k, v in start.items() if k.endswith("/eval_time_s"))
-        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s, **tags})
+        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s,
+                     OWN_TIME: own_time(engine), **tags})  # fmt: skip
     while engine.epoch < cfg.schedule.n_epochs:
         train = engine.train_epoch()
         val = engine.evaluate("val")
@@ -211,6 +217,7 @@ def _train(
         report.update({
             EPOCH: engine.epoch,
             "time/train_s": train["train/epoch_time_s"],
+            OWN_TIME: own_time(engine),
             "time/eval_s": sum(v for k, v in report.items() if k.endswith("/eval_time_s")),
             **tags,
         })  # fmt: skip
