@@ -24,11 +24,11 @@ from dcml_core.data import (
     class_disjoint_val_split,
     ensure_demo_dataset,
     load_records,
-    verify_images,
 )
 from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
 from dcml_core.data.seeded import RangeBatches, SeededBatches, SeededDataset
 from dcml_core.data.split_checks import check_split_sizes
+from dcml_core.data.verified import verify_splits
 from dcml_core.models import input_convention
 from dcml_core.registry import HEADS
 
@@ -77,11 +77,9 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
     train, val, val_classes = class_disjoint_val_split(records.train, cfg.data.val_fraction, cfg.data.val_seed)
     bad: list[str] = []
     test = list(records.test)
-    if cfg.data.verify_images:
-        train, bad_train = verify_images(train, skip_bad=cfg.data.skip_bad_images)
-        val, bad_val = verify_images(val, skip_bad=cfg.data.skip_bad_images)
-        test, bad_test = verify_images(test, skip_bad=cfg.data.skip_bad_images)
-        bad = [*bad_train, *bad_val, *bad_test]
+    if cfg.data.verify_images:  # once per machine for the same files (dcml_core.data.verified)
+        good, bad = verify_splits({"train": train, "val": val, "test": test}, cfg.data.skip_bad_images)
+        train, val, test = good["train"], good["val"], good["test"]
     check_samples_per_class(train, cfg.data.samples_per_class)  # after skipping bad files
     check_split_sizes(
         train=train,
