@@ -5,7 +5,9 @@ restored from the trial's checkpoint when there is one -> epoch 0: the starting 
 scores (``eval.at_start``; computed once per sweep for trials that share the starting network, see
 :mod:`tune.start_eval`), reported without a checkpoint and carried as ``start/...`` in every later report ->
 per epoch: train, evaluate ``val`` (the objective),
-evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs) ->
+evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs); Recall@k
+every epoch, the other metrics (k-means NMI/F1, MAP@R) only every ``eval.full_every`` epochs, at the ASHA rungs
+and at the last epoch (:func:`full_eval_due`, the checkpoints' rule) ->
 ``tune.report``, with a checkpoint directory (engine state + ``tune_state.json``) every ``checkpoint_every``
 epochs, at every ASHA rung and at the last epoch. Test metrics are reported and logged, never optimised:
 ``best/test/...`` are the test metrics at the epoch the validation objective selected. A trial whose
@@ -39,6 +41,7 @@ from ray import tune
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.collapse import COLLAPSED_KEY, collapse_message
 from dcml_core.config import ExperimentConfig
+from dcml_core.config.training import due
 from dcml_core.device_info import describe_faiss, faiss_build
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
 from dcml_core.metric_names import EPOCH, OBJECTIVE, OWN_TIME
@@ -107,7 +110,13 @@ def use_threads(cpus: int) -> None:
 def checkpoint_due(epoch: int, cfg: ExperimentConfig, rungs: tuple[int, ...]) -> bool:
     """Whether the report after ``epoch`` carries a checkpoint: every ``checkpoint_every`` epochs, at an ASHA
     rung (where a stopped trial ends) and at the last epoch."""
-    return epoch % cfg.checkpoint_every == 0 or epoch in rungs or epoch == cfg.schedule.n_epochs
+    return due(epoch, cfg.checkpoint_every, cfg.schedule.n_epochs, rungs)
+
+
+def full_eval_due(epoch: int, cfg: ExperimentConfig, rungs: tuple[int, ...]) -> bool:
+    """Whether ``epoch`` evaluates every metric (else Recall@k only): every ``eval.full_every`` epochs, at an ASHA
+    rung and at the last epoch, like the checkpoints."""
+    return due(epoch, cfg.eval.full_every, cfg.schedule.n_epochs, rungs)
 
 
 def device_tags(device: str, cpus: int, gpus: float) -> dict[str, str]:
@@ -201,11 +210,12 @@ def _train(
                      OWN_TIME: own_time(engine), **tags})  # fmt: skip
     while engine.epoch < cfg.schedule.n_epochs:
         train = engine.train_epoch()
-        val = engine.evaluate("val")
+        metrics = cfg.eval.epoch_metrics(full_eval_due(engine.epoch, cfg, rungs))
+        val = engine.evaluate("val", metrics)
         report = {**train, **val}
         improved = best.improves(val[OBJECTIVE])
         if improved or (test_every and engine.epoch % test_every == 0):
-            test = engine.evaluate("test")
+            test = engine.evaluate("test", metrics)
             report.update(test)
         if improved:
             best = BestSoFar(val[OBJECTIVE], engine.epoch, {**_scores(val), **_scores(test)}, best.start)
