@@ -130,6 +130,8 @@ def test_the_cluster_check_leaves_no_folder_behind(local_ray, tmp_path):
     table, problems = run_check({"data": {"dataset": "demo"}}, str(storage), cpus=1, gpus=0)
     assert problems == [] and "ok" in table
     assert list(tmp_path.iterdir()) == []
+    local = run_check({"data": {"dataset": "demo"}}, str(storage), cpus=1, gpus=0, in_process=True)
+    assert local == (table, []) and list(tmp_path.iterdir()) == []  # the driver's process: the same row
     (tmp_path / "kept").mkdir()  # a folder that existed stays, and so does what it held
     (tmp_path / "kept" / "f").write_text("x")
     run_check({"data": {"dataset": "demo"}}, str(tmp_path / "kept"), cpus=1, gpus=0)

@@ -14,7 +14,8 @@ from pyarrow import fs as pafs
 import search_spaces
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import Engine
-from dcml_core.tracking import BASELINE_TAG, TRIAL_TAG
+from dcml_core.metric_names import OWN_TIME
+from dcml_core.tracking import BASELINE_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_TAG
 from tests.analysis_sweep import small_sweep
 from tests.conftest import tiny_config
 from tests.test_tune_support import tiny_demo  # noqa: F401  (fixture)
@@ -88,3 +89,15 @@ def test_start_scores_are_computed_once_per_starting_network(tiny_demo, tmp_path
     assert again["val/eval_time_s"] == 0.0
     start_scores(other, (folder[0], str(tmp_path / "sweep" / "trial_c")))
     assert calls == ["val", "test"]  # another seed: another starting network
+
+
+def test_the_summary_states_the_sweep_overhead(sweep, runs) -> None:
+    client, trial_runs = runs
+    exp = client.get_experiment_by_name(sweep.name)
+    (parent,) = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'")
+    own = sum(r.data.metrics.get(OWN_TIME, 0.0) for r in trial_runs.values())  # every trial's last report
+    assert own > 0 and parent.data.metrics["sweep/own_time_s"] == pytest.approx(own)
+    wall, share = parent.data.metrics["sweep/wall_time_s"], parent.data.metrics["sweep/overhead"]
+    assert share == pytest.approx(1 - own / (2 * wall)) and 0 < share < 1  # --max-concurrent 2 on 2 cores
+    line = next(ln for ln in (sweep.root / "sweep.log").read_text().splitlines() if ln.startswith("Overhead "))
+    assert line.startswith(f"Overhead {100 * share:.1f} %: the trials' own training and evaluation took {own / 60:.1f} min of 2 trial slots")

@@ -22,9 +22,9 @@ from tune.cluster import (
     trial_slots,
 )
 from tune.cluster_check import check_cluster
-from tune.mlflow_callback import MLflowSweepCallback, writer_for
 from tune.plan import SweepPlan
 from tune.progress import ProgressCallback
+from tune.store_warmup import StoreWarmUp
 from tune.summary import command_start, ranked, records_from_results, summary_text
 from tune.trial_outcome import UNFINISHED
 from tune.trial_run import TrialLog
@@ -104,12 +104,20 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     start = command_start()  # the wall time counts the interpreter start, imports, validation and Ray's start
-    return on_ray(plan.settings.address, lambda: _sweep(plan, command, start))
+    store = StoreWarmUp(plan.settings.mlflow_uri)  # meanwhile Ray starts and the cluster is checked
+    try:
+        code = on_ray(plan.settings.address, lambda: _sweep(plan, command, start, store))
+    finally:
+        store.undo()  # a sweep refused before its parent run leaves no store behind (a kept one stays)
+    return code
 
 
-def _sweep(plan: SweepPlan, command: str, start: float) -> int:
+def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> int:
     settings = plan.settings
     gpus = checked_gpus(plan)
+    store.keep()
+    from tune.mlflow_callback import MLflowSweepCallback, writer_for  # imports MLflow: the warm-up did that
+
     if not settings.resume:  # only now: a sweep refused above leaves nothing behind
         settings.save()
     announce(plan, settings.cpus_per_trial, gpus)
