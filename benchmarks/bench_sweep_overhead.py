@@ -7,10 +7,12 @@ directory, ``OMP_WAIT_POLICY=PASSIVE``). Measured in the same run:
 * wall time from process start to exit; the time to the first report (epoch 0: the starting network's scores)
   and to the first *trained* epoch (epoch 1), from the driver's progress lines (time-stamped as they arrive);
 * the trials' own time: the sum of ``time/train_s + time/eval_s`` over every report (``result.json``);
-* overhead = 1 - own / (wall x trial slots), the share of the slots' time (``--max-concurrent`` trials at once)
-  not spent training or evaluating, split into slot time with no trial running (start-up, the end, a slot
-  idle while the last trial runs alone) and time inside trials that is not their own (engine build,
-  checkpoints, reporting); with one slot it is (wall - own) / wall;
+* overhead = the share of the wall time in which no trial was training or evaluating: 1 - busy / wall, busy the
+  union of the intervals (report time - that report's train + eval seconds, report time) over every report, as
+  the sweep's own summary computes it; with one trial at a time it is (wall - own) / wall;
+* slot use = own / (wall x trial slots) (``--max-concurrent`` trials at once), and the slots' time split into
+  time with no trial running in a slot (start-up, the end, a slot idle while the last trial runs alone) and
+  time inside trials that is not their own (engine build, checkpoints, reporting);
 * a timeline of the start (Ray session created, sweep announced, first trial started, first report, first
   trained epoch) and, with ``--max-concurrent 1``, the old exact split (driver start, Ray start, sweep setup,
   worker starts, trial setup, checkpointing, driver/MLflow) from Ray's ``time_this_iter_s`` per result;
@@ -123,6 +125,18 @@ def first_epoch_s(run: SweepRun, trained: bool) -> float | None:
     return next((t for t, _, kind, ep in run.events() if kind == "epoch" and (ep or 0) >= trained), None)
 
 
+def busy_s(run: SweepRun) -> float:
+    """Seconds of the wall time in which at least one trial trained or evaluated (union of report intervals)."""
+    own = {(tid, r.get("epoch")): r["time/train_s"] + r["time/eval_s"] for tid, rows in run.results.items() for r in rows}
+    spans = sorted((t - own[tid, ep], t) for t, tid, kind, ep in run.events() if kind == "epoch" and (tid, ep) in own)
+    total, reach = 0.0, 0.0
+    for lo, hi in spans:
+        lo = max(lo, reach)
+        if hi > lo:
+            total, reach = total + hi - lo, hi
+    return total
+
+
 def slot_split(run: SweepRun, slots: int) -> dict[str, float]:
     """Slot time with no trial running, and time inside trials that is not their own train + eval."""
     started, done = {}, {}
@@ -192,8 +206,9 @@ def report_text(res: dict[str, Any]) -> str:
     first, trained = res["first_report_s"], res["first_trained_result_s"]
     rows += [
         "",
-        f"  overhead 1 - own / (wall x slots) = {100 * res['overhead']:.1f} % "
-        f"(target < {100 * OVERHEAD_TARGET:.0f} %: {ok[res['overhead'] < OVERHEAD_TARGET]})",
+        f"  overhead: no trial training or evaluating for {res['wall_s'] - res['busy_s']:.1f} of {res['wall_s']:.1f} s "
+        f"wall = {100 * res['overhead']:.1f} % (target < {100 * OVERHEAD_TARGET:.0f} %: "
+        f"{ok[res['overhead'] < OVERHEAD_TARGET]}); slot use own / (wall x {sp}) = {100 * res['slot_use']:.1f} %",
         f"  first trained result (epoch 1) after {trained:.1f} s (target < {FIRST_RESULT_TARGET_S:.0f} s: "
         f"{ok[trained < FIRST_RESULT_TARGET_S]}); first report (epoch 0, the starting network) after {first:.1f} s; "
         f"the first trained epoch alone takes {res['first_epoch_own_s']:.1f} s",
@@ -256,13 +271,16 @@ def analyse(run: SweepRun, dry_s: float, args: argparse.Namespace) -> dict[str, 
     announce = next((t for t, ln in run.lines if ln.startswith("Sweep '")), None)
     started = next((t for t, _, kind, _ in run.events() if kind == "started"), None)
     split = slot_split(run, slots)
-    overhead = 1 - own / (run.wall_s * slots)
+    busy = busy_s(run)
+    overhead = 1 - busy / run.wall_s
     res = {
         "command": " ".join(run.command),
         "wall_s": run.wall_s,
         "own_s": own,
         "slots": slots,
         "slot_split": split,
+        "busy_s": busy,
+        "slot_use": own / (run.wall_s * slots),
         "overhead": overhead,
         "overhead_target": OVERHEAD_TARGET,
         "overhead_target_met": overhead < OVERHEAD_TARGET,

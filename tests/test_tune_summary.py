@@ -13,7 +13,15 @@ import tune.summary as summary_module
 from tune import cluster
 from tune.plan import SweepPlan
 from tune.settings import SweepSettings
-from tune.summary import TrialRecord, best_table, command_start, counts, device_hours, summary_text
+from tune.summary import (
+    TrialRecord,
+    best_table,
+    busy_seconds,
+    command_start,
+    counts,
+    device_hours,
+    summary_text,
+)
 from tune.trainable import BestSoFar
 from tune.trial_outcome import outcome, result_outcome
 
@@ -77,15 +85,22 @@ def test_summary_text_and_parent_run_metrics() -> None:
     assert metrics["sweep/best_start_test_recall_at_1"] == 0.08 and metrics["sweep/baseline_val_recall_at_1"] == 0.3
 
 
-def test_summary_states_the_overhead_against_the_trial_slots() -> None:
-    # own time 100 + 300 + 20 + 300 = 720 s; 2 trials at once for 600 s: 1200 slot-seconds, 40 % not their own
+def test_summary_states_the_overhead_and_the_slot_use() -> None:
+    # own time 100 + 300 + 20 + 300 = 720 s; some trial busy for 450 of the 600 s; 2 trials at once: 1200 slot-s
     records = [dataclasses.replace(r, own_s=s) for r, s in zip(RECORDS, (100.0, 300.0, 20.0, 300.0))]
-    text, metrics = summary_text(records, wall_s=600, gpus=0, cpus=1, ui="u", slots=2)
-    assert "Overhead 40.0 %: the trials' own training and evaluation took 12.0 min of 2 trial slots x 10.0 min" in text
-    assert metrics["sweep/overhead"] == pytest.approx(0.4) and metrics["sweep/own_time_s"] == 720
-    one = summary_text(records, wall_s=800, gpus=0, cpus=1, ui="u")  # one slot: (wall - own) / wall
-    assert "Overhead 10.0 %: the trials' own training and evaluation took 12.0 min of 13.3 min wall" in one[0]
-    assert one[1]["sweep/overhead"] == pytest.approx(0.1)
+    text, metrics = summary_text(records, wall_s=600, gpus=0, cpus=1, ui="u", busy_s=450, slots=2)
+    assert "Overhead 25.0 %: for that share of the 10.0 min since the command started no trial was training" in text
+    assert "the 2 trial slot(s) spent 60.0 % of their time in the trials' own training and evaluation (12.0 min;" in text
+    assert metrics["sweep/overhead"] == pytest.approx(0.25) and metrics["sweep/slot_use"] == pytest.approx(0.6)
+    assert metrics["sweep/own_time_s"] == 720
+    serial = summary_text(records, wall_s=800, gpus=0, cpus=1, ui="u")[1]  # unknown busy time: the own time
+    assert serial["sweep/overhead"] == pytest.approx(0.1) and serial["sweep/slot_use"] == pytest.approx(0.9)
+
+
+def test_busy_time_is_the_union_of_the_trials_intervals_inside_the_sweep() -> None:
+    intervals = [(1, 3), (0, 2), (5, 6), (-1, 0.5), (9, 12), (5.5, 5.8)]
+    assert busy_seconds(intervals, 0, 10) == pytest.approx(3 + 1 + 1)  # [0, 3], [5, 6], [9, 10]
+    assert busy_seconds([], 0, 10) == 0 and busy_seconds([(2, 1)], 0, 10) == 0
 
 
 def test_command_start_is_the_process_start() -> None:

@@ -23,9 +23,9 @@ from tune.cluster import (
 )
 from tune.cluster_check import check_cluster
 from tune.plan import SweepPlan
-from tune.progress import ProgressCallback
+from tune.progress import BusyTime, ProgressCallback
 from tune.store_warmup import StoreWarmUp
-from tune.summary import command_start, ranked, records_from_results, summary_text
+from tune.summary import busy_seconds, command_start, ranked, records_from_results, summary_text
 from tune.trial_outcome import UNFINISHED
 from tune.trial_run import TrialLog
 from tune.tuner import new_tuner, restore_tuner
@@ -133,6 +133,7 @@ def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> i
             settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline
         ),
         ProgressCallback(settings.num_samples, plan.n_epochs),
+        busy := BusyTime(),
     ]
     if settings.resume:
         tuner = restore_tuner(plan, settings.cpus_per_trial, gpus)
@@ -148,7 +149,9 @@ def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> i
             writer.submit(log)
     ui = ui_command(settings.mlflow_uri, writer.experiment_id)
     slots = trial_slots(settings.cpus_per_trial, gpus, settings.max_concurrent, settings.num_samples)
-    text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui, slots=slots)
+    now = time.time()  # a resumed sweep's callbacks come back from Tune's state: then the trials' own time counts
+    busy_s = busy_seconds(busy.intervals, start, now) if not settings.resume else None
+    text, metrics = summary_text(records, now - start, gpus, settings.cpus_per_trial, ui, busy_s=busy_s, slots=slots)
     if writer.flush():  # the last try: the runs' updates first, then the sweep's end
         writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
     else:

@@ -197,28 +197,53 @@ def command_start() -> float:
 _IMPORTED = time.time()
 
 
-def overhead(records: list[TrialRecord], wall_s: float, slots: int) -> tuple[float, float]:
-    """(overhead, own seconds): the share of the trial slots' time (``slots`` trials at once x ``wall_s``) that
-    was not the trials' own training and evaluation; with one slot, (wall - own) / wall."""
-    own = sum(r.own_s for r in records)
-    return (1.0 - own / (wall_s * slots) if wall_s > 0 and slots > 0 else math.nan), own
+def busy_seconds(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    """Length of the union of ``intervals`` (``(from, to)`` times) inside ``[start, end]``."""
+    total, reach = 0.0, start
+    for lo, hi in sorted(intervals):
+        lo, hi = max(lo, reach), min(hi, end)
+        if hi > lo:
+            total, reach = total + hi - lo, hi
+    return total
 
 
-def overhead_line(records: list[TrialRecord], wall_s: float, slots: int) -> str:
-    share, own = overhead(records, wall_s, slots)
-    at_once = f"{slots} trial slots x " if slots > 1 else ""
-    return (
-        f"Overhead {100 * share:.1f} %: the trials' own training and evaluation took {own / 60:.1f} min of "
-        f"{at_once}{wall_s / 60:.1f} min wall since the command started; the rest went to start-up, engine "
-        "builds, checkpoints, reporting and slots left idle"
-    )
+@dataclass(frozen=True)
+class Overhead:
+    """A sweep's time: ``wall_s`` since the command started, the seconds in which at least one trial was training
+    or evaluating (``busy_s``), the trials' own seconds summed (``own_s``) and the trial ``slots``."""
+
+    wall_s: float
+    busy_s: float
+    own_s: float
+    slots: int
+
+    @property
+    def share(self) -> float:
+        """The overhead: the share of the wall time in which no trial trained or evaluated."""
+        return 1.0 - self.busy_s / self.wall_s if self.wall_s > 0 else math.nan
+
+    @property
+    def slot_use(self) -> float:
+        """The share of the trial slots' time (``slots`` x wall) spent in the trials' own work."""
+        return self.own_s / (self.wall_s * self.slots) if self.wall_s > 0 and self.slots > 0 else math.nan
+
+    def line(self) -> str:
+        return (
+            f"Overhead {100 * self.share:.1f} %: for that share of the {self.wall_s / 60:.1f} min since the command "
+            f"started no trial was training or evaluating (start-up, engine builds, gaps, end of sweep); the "
+            f"{self.slots} trial slot(s) spent {100 * self.slot_use:.1f} % of their time in the trials' own training "
+            f"and evaluation ({self.own_s / 60:.1f} min; the rest includes slots idle while fewer trials than slots "
+            "remained)"
+        )
 
 
 def summary_text(
-    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5, slots: int = 1
+    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5,
+    busy_s: float | None = None, slots: int = 1,
 ) -> tuple[str, dict[str, float]]:
     """The printed summary and the numbers logged on the sweep's parent run (``wall_s``: since the command
-    started; ``slots``: trials that could run at once)."""
+    started; ``busy_s``: seconds in which a trial trained or evaluated, see :func:`busy_seconds`, default the
+    trials' own time; ``slots``: trials that could run at once)."""
     n = counts(records)
     hours, unit = device_hours(records, gpus, cpus)
     lines = [f"Best trials (of {len(records)}):", best_table(records, top), ""]
@@ -237,14 +262,16 @@ def summary_text(
         + (f", {n[UNFINISHED]} unfinished (resume with --resume)" if n[UNFINISHED] else "")
     )
     lines.append(f"Wall time {wall_s / 60:.1f} min; {hours:.3f} {unit} spent by trials")
-    lines.append(overhead_line(records, wall_s, slots))
+    own = sum(r.own_s for r in records)
+    spent = Overhead(wall_s, min(own, wall_s) if busy_s is None else busy_s, own, slots)
+    lines.append(spent.line())
     lines.append(f"MLflow UI: {ui}")
-    share, own = overhead(records, wall_s, slots)
     metrics = {
         **sweep_metrics(records),
         "sweep/wall_time_s": wall_s,
         "sweep/own_time_s": own,
-        "sweep/overhead": share,
+        "sweep/overhead": spent.share,
+        "sweep/slot_use": spent.slot_use,
         f"sweep/{unit.replace('-', '_').lower()}": hours,
     }
     return "\n".join(lines), metrics
