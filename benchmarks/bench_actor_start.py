@@ -48,7 +48,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, capture_output=True, text=True)
             times[mode].append(float(out.stdout.strip().splitlines()[-1]))
     for mode, ts in times.items():
-        print(f"{mode:12s} actor ready after {statistics.median(ts):.2f} s (median of {ts and len(ts)}: "
+        print(f"{mode:12s} actor ready after {statistics.median(ts):.2f} s (median of {len(ts)}: "
               f"{', '.join(f'{t:.2f}' for t in ts)})")  # fmt: skip
     print(describe_load(monitor.stop()))
 
