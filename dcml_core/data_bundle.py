@@ -5,6 +5,7 @@ Everything that can be wrong with the data is checked in :func:`prepare_data`, b
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,11 +25,11 @@ from dcml_core.data import (
     class_disjoint_val_split,
     ensure_demo_dataset,
     load_records,
-    verify_images,
 )
 from dcml_core.data.cached_pipeline import CachedEvalLoader, CachedPipeline, CachedTrainLoader
 from dcml_core.data.seeded import RangeBatches, SeededBatches, SeededDataset
 from dcml_core.data.split_checks import check_split_sizes
+from dcml_core.data.verified import verify_splits
 from dcml_core.models import input_convention
 from dcml_core.registry import HEADS
 
@@ -77,11 +78,9 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
     train, val, val_classes = class_disjoint_val_split(records.train, cfg.data.val_fraction, cfg.data.val_seed)
     bad: list[str] = []
     test = list(records.test)
-    if cfg.data.verify_images:
-        train, bad_train = verify_images(train, skip_bad=cfg.data.skip_bad_images)
-        val, bad_val = verify_images(val, skip_bad=cfg.data.skip_bad_images)
-        test, bad_test = verify_images(test, skip_bad=cfg.data.skip_bad_images)
-        bad = [*bad_train, *bad_val, *bad_test]
+    if cfg.data.verify_images:  # once per machine for the same files (dcml_core.data.verified)
+        good, bad = verify_splits({"train": train, "val": val, "test": test}, cfg.data.skip_bad_images)
+        train, val, test = good["train"], good["val"], good["test"]
     check_samples_per_class(train, cfg.data.samples_per_class)  # after skipping bad files
     check_split_sizes(
         train=train,
@@ -130,19 +129,9 @@ class Loaders:
         self.workers = loader_workers(cfg.data.num_workers, cpus or available_cores())
         crop, resize = cfg.data.image_sizes(cfg.model.arch)
         convention = input_convention(cfg.model.arch)
-        self.train_tf = build_transforms(
-            "train",
-            crop_size=crop,
-            resize_size=resize,
-            arch_input=convention,
-            augmentation=cfg.data.augmentation,
-            crop_scale=cfg.data.resolved_crop_scale(),
-        )
-        self.eval_tf = build_transforms("eval", crop_size=crop, resize_size=resize, arch_input=convention)
         two_views = any(HEADS.get(name).second_view for name in cfg.model.features)
-        self.train_set = ImageDataset(
-            bundle.train, self.train_tf, second_view_transform=self.train_tf if two_views else None
-        )
+        if cfg.data.pipeline != "cached":  # the reference pipeline's torchvision transforms (checked now)
+            self.train_set  # noqa: B018 - builds (and checks) both transforms
         self.sampler = ClassRandomBatchSampler(
             [r.label for r in bundle.train],
             batch_size=cfg.data.batch_size,
@@ -168,6 +157,24 @@ class Loaders:
         self._eval: DataLoader | None = None
         self._eval_parts: dict[tuple[str, bool], tuple[int, int]] = {}  # (split, train tf) -> (start, length)
         self._eval_batches = RangeBatches(cfg.eval.batch_size or cfg.data.batch_size)
+
+    @functools.cached_property
+    def train_tf(self) -> Any:
+        """The reference training transform (torchvision; built on first use, never by the cached pipeline)."""
+        crop, resize = self.cfg.data.image_sizes(self.cfg.model.arch)
+        return build_transforms("train", crop_size=crop, resize_size=resize, arch_input=input_convention(
+            self.cfg.model.arch), augmentation=self.cfg.data.augmentation, crop_scale=self.cfg.data.resolved_crop_scale())  # fmt: skip
+
+    @functools.cached_property
+    def eval_tf(self) -> Any:
+        crop, resize = self.cfg.data.image_sizes(self.cfg.model.arch)
+        return build_transforms("eval", crop_size=crop, resize_size=resize, arch_input=input_convention(self.cfg.model.arch))
+
+    @functools.cached_property
+    def train_set(self) -> ImageDataset:
+        two_views = any(HEADS.get(name).second_view for name in self.cfg.model.features)
+        self.eval_tf  # noqa: B018 - the eval transform is checked with the training one
+        return ImageDataset(self.bundle.train, self.train_tf, second_view_transform=self.train_tf if two_views else None)
 
     def _loader(self, dataset: Dataset, batches: Any) -> DataLoader:
         return DataLoader(

@@ -199,8 +199,9 @@ class Engine:
             return ["subembeddings"]
         return expand_evaltypes(self.cfg.eval.evaltypes, self.cfg.model.features, self.cfg.data.dataset)
 
-    def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics of every evaltype on ``split`` ('val' for tuning, 'test' for reporting only)."""
+    def evaluate(self, split: str, metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+        """Metrics of every evaltype on ``split`` ('val' for tuning, 'test' for reporting only); ``metrics``: a
+        subset of ``eval.metrics`` (default: all of them; see ``EvalConfig.epoch_metrics``)."""
         if split not in ("val", "test", "train"):
             raise ValueError(f"unknown split {split!r}; expected 'val', 'test' or 'train'")
         records = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
@@ -219,13 +220,13 @@ class Engine:
             else:
                 names, weights = parse_evaltype(spec)
                 emb = combine_heads(heads, names, weights)
-            metrics = self.oom.run(
+            values = self.oom.run(
                 lambda emb=emb: compute_metrics(
                     emb,
                     labels,
                     recall_ks=self.cfg.eval.resolved_recall_ks(self.cfg.data.dataset),
                     nmi_k=min(nmi_k, len(labels)),
-                    metrics=self.cfg.eval.metrics,
+                    metrics=self.cfg.eval.metrics if metrics is None else metrics,
                     device=eval_device,
                     max_threads=self.cpus,
                 ),
@@ -233,7 +234,7 @@ class Engine:
                 f"set eval.device 'cpu' or {_SHARE}",
             )
             suffix = None if i == 0 else evaltype_key(spec)
-            out.update({metric_key(split, name, suffix): float(v) for name, v in metrics.items()})
+            out.update({metric_key(split, name, suffix): float(v) for name, v in values.items()})
             if i == 0:
                 out[metric_key(split, SPREAD)] = embedding_spread(emb)  # collapse is named, not scored
         elapsed = time.perf_counter() - start

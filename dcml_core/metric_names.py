@@ -9,6 +9,7 @@ from __future__ import annotations
 SPLITS = ("train", "val", "test")
 OBJECTIVE = "val/recall_at_1"  # what sweeps optimise (mode max); test metrics are never optimised
 EPOCH = "epoch"  # completed epochs, the time attribute of the schedulers
+OWN_TIME = "time/own_s"  # a trial's own training + evaluation time so far (the sweep overhead's denominator)
 
 
 def safe_name(metric: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.collapse import EmbeddingCollapseError
 from dcml_core.config import ConfigError
+from dcml_core.config.training import due
 from dcml_core.exit_codes import EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USAGE
 from dcml_core.flags import build_parser, config_from_args
 from dcml_core.flags import check_unknown as _check_unknown
@@ -65,11 +66,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             say(_epoch_line(0, cfg.schedule.n_epochs, start) + "  (starting network)")
         while engine.epoch < cfg.schedule.n_epochs:
             metrics = engine.train_epoch()
-            metrics.update(engine.evaluate("val"))
             last = engine.epoch == cfg.schedule.n_epochs
+            chosen = cfg.eval.epoch_metrics(due(engine.epoch, cfg.eval.full_every, cfg.schedule.n_epochs))
+            metrics.update(engine.evaluate("val", chosen))
             collapsed = collapse_message(metrics, "val")
             if last or collapsed or (cfg.eval.test_every and engine.epoch % cfg.eval.test_every == 0):
-                metrics.update(engine.evaluate("test"))
+                metrics.update(engine.evaluate("test", chosen))
             save_rotating(save_dir, engine.save)
             logger.log_epoch(engine.epoch, metrics)
             say(_epoch_line(engine.epoch, cfg.schedule.n_epochs, metrics))

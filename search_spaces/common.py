@@ -9,6 +9,11 @@ from ray import tune
 # DiVA's four heads in the paper order (algorithms.md §2.4 published runs; DCML §3.4).
 FOUR_HEADS = ["discriminative", "selfsimilarity", "shared", "intra"]
 
+# Bounded evaluation (docs/performance.md): Recall@k, the objective, every epoch; NMI and F1 (k-means over every
+# class), mAP_c and MAP@R every N epochs, at the ASHA rungs and at the last epoch. SOP's 11,316 test clusters
+# make its full evaluation cost minutes per evaltype on a CPU faiss.
+FULL_EVERY = {"cub200": 5, "cars196": 5, "online_products": 10}
+
 
 def log_around(centre: float, factor: float = 3.0) -> Any:
     """Log-uniform on [centre / factor, centre * factor]: the paper value is the geometric centre."""

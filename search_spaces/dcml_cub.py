@@ -5,7 +5,7 @@ Paper: lr 1.5e-5, batch 100, 300 epochs, lr x 0.2 at epoch 55, alpha_ssl 0.5, al
 """
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import asha_after_lr_drop, dcml_model_block, published_run
+from search_spaces.common import FULL_EVERY, asha_after_lr_drop, dcml_model_block, published_run
 
 N_EPOCHS, TAUS = 300, [40, 55, 70]
 BLOCKS, BASELINE = published_run(  # the published run (docstring)
@@ -17,7 +17,7 @@ SPACE = {
     "data": {"dataset": "cub200", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
     "model": dcml_model_block(),
     **BLOCKS,
-    "eval": {"evaltypes": ["paper", "all"]},  # primary: the paper's CUB weighting (0.5, 1, 1, 1)
+    "eval": {"evaltypes": ["paper", "all"], "full_every": FULL_EVERY["cub200"]},  # primary: the paper's CUB weighting (0.5, 1, 1, 1)
 }
 METRIC = OBJECTIVE
 MODE = "max"

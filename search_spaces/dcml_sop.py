@@ -4,7 +4,7 @@ batch and K/M ranges, the DiVA SOP R50 row for the rest (§2.4): 150 epochs, lr 
 """
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import asha_after_lr_drop, dcml_model_block, published_run
+from search_spaces.common import FULL_EVERY, asha_after_lr_drop, dcml_model_block, published_run
 
 N_EPOCHS, TAUS = 150, [55, 70, 85]
 BLOCKS, BASELINE = published_run(  # the published run (docstring)
@@ -16,7 +16,7 @@ SPACE = {
     "data": {"dataset": "online_products", "batch_size": 100, "samples_per_class": 2, "num_workers": 6},
     "model": dcml_model_block(),
     **BLOCKS,
-    "eval": {"evaltypes": ["paper", "all"]},  # primary: the paper's SOP weighting (1, 1, 1, 1)
+    "eval": {"evaltypes": ["paper", "all"], "full_every": FULL_EVERY["online_products"]},  # primary: the paper's SOP weighting (1, 1, 1, 1)
 }
 METRIC = OBJECTIVE
 MODE = "max"

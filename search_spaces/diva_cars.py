@@ -3,7 +3,7 @@ lr x 0.2 at epoch 70, alphas 0.15, rho 100 x 3, MoCo temperature 0.01, 30 key ba
 """
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import asha_after_lr_drop, diva_model_block, published_run
+from search_spaces.common import FULL_EVERY, asha_after_lr_drop, diva_model_block, published_run
 
 N_EPOCHS, TAUS = 350, [55, 70, 85]
 BLOCKS, BASELINE = published_run(  # the published run (docstring)
@@ -15,7 +15,7 @@ SPACE = {
     "data": {"dataset": "cars196", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
     "model": diva_model_block(),
     **BLOCKS,
-    "eval": {"evaltypes": ["paper", "all"]},
+    "eval": {"evaltypes": ["paper", "all"], "full_every": FULL_EVERY["cars196"]},
 }
 METRIC = OBJECTIVE
 MODE = "max"

@@ -4,7 +4,7 @@ temperature 0.01, 30 key batches. DCML's compos_num/ensemble_num do not exist fo
 """
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import asha_after_lr_drop, diva_model_block, published_run
+from search_spaces.common import FULL_EVERY, asha_after_lr_drop, diva_model_block, published_run
 
 N_EPOCHS, TAUS = 350, [40, 55, 70]
 BLOCKS, BASELINE = published_run(  # the published run (docstring)
@@ -16,7 +16,7 @@ SPACE = {
     "data": {"dataset": "cub200", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
     "model": diva_model_block(),
     **BLOCKS,
-    "eval": {"evaltypes": ["paper", "all"]},
+    "eval": {"evaltypes": ["paper", "all"], "full_every": FULL_EVERY["cub200"]},
 }
 METRIC = OBJECTIVE
 MODE = "max"

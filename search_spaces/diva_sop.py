@@ -3,7 +3,7 @@
 """
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import asha_after_lr_drop, diva_model_block, published_run
+from search_spaces.common import FULL_EVERY, asha_after_lr_drop, diva_model_block, published_run
 
 N_EPOCHS, TAUS = 150, [55, 70, 85]
 BLOCKS, BASELINE = published_run(  # the published run (docstring)
@@ -15,7 +15,7 @@ SPACE = {
     "data": {"dataset": "online_products", "batch_size": 112, "samples_per_class": 2, "num_workers": 6},
     "model": diva_model_block(),
     **BLOCKS,
-    "eval": {"evaltypes": ["paper", "all"]},
+    "eval": {"evaltypes": ["paper", "all"], "full_every": FULL_EVERY["online_products"]},
 }
 METRIC = OBJECTIVE
 MODE = "max"

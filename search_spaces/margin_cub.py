@@ -6,7 +6,7 @@ never decays (tau 1000); the space also offers drops at epochs 30 and 50. No DiV
 from ray import tune
 
 from dcml_core.metric_names import OBJECTIVE
-from search_spaces.common import asha_after_lr_drop, gamma_around, log_around
+from search_spaces.common import FULL_EVERY, asha_after_lr_drop, gamma_around, log_around
 
 N_EPOCHS = 150
 TAUS = [30, 50, 1000]  # 1000: the reference default, no decay
@@ -19,7 +19,7 @@ SPACE = {
     "loss": {"margin": tune.uniform(0.1, 0.3), "beta": tune.uniform(0.6, 1.4)},
     "optim": {"lr": log_around(LR)},
     "schedule": {"n_epochs": N_EPOCHS, "tau": tune.choice(TAUS), "gamma": gamma_around(GAMMA)},
-    "eval": {"evaltypes": ["discriminative"]},
+    "eval": {"evaltypes": ["discriminative"], "full_every": FULL_EVERY["cub200"]},
 }
 BASELINE = {"loss.margin": 0.2, "loss.beta": 1.2, "optim.lr": LR, "schedule.tau": TAU, "schedule.gamma": GAMMA}
 METRIC = OBJECTIVE

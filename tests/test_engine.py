@@ -82,6 +82,16 @@ def test_evaluate_reports_every_evaltype(tiny_demo_root):
     assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "time" not in k)
 
 
+def test_an_evaluation_between_full_ones_computes_recall_only(tiny_demo_root):
+    cfg = ExperimentConfig.from_dict(tiny_config(tiny_demo_root, "diva", eval={"evaltypes": ["all"], "full_every": 4}))
+    engine = Engine(cfg)
+    full, cheap = engine.evaluate("val"), engine.evaluate("val", cfg.eval.epoch_metrics(full=False))
+    assert cfg.eval.epoch_metrics(full=True) == ("recall", "nmi", "map_c") and cfg.eval.epoch_metrics(False) == ("recall",)
+    assert not [k for k in cheap if "nmi" in k or "map_c" in k] and "val/nmi" in full and "val/map_c" in full
+    recalls = [k for k in full if "recall_at" in k]
+    assert len(recalls) == 3 * 4 and {k: cheap[k] for k in recalls} == {k: full[k] for k in recalls}  # same kNN
+
+
 def test_nan_loss_fails_with_a_clear_reason(tiny_demo_root, monkeypatch):
     engine = Engine(ExperimentConfig.from_dict(tiny_config(tiny_demo_root)))
     monkeypatch.setattr(engine.objective.terms["disc"].loss, "forward",

@@ -75,6 +75,7 @@ def test_invalid_input_is_one_line_and_exit_code_2(capsys, argv, message) -> Non
     assert code == 2, (out, err)
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+    assert list(Path.cwd().iterdir()) == []  # a refused command creates nothing (no runs/ray, no mlflow.db)
 
 
 def test_an_address_where_no_ray_head_listens_is_refused_at_once(capsys) -> None:
@@ -228,3 +229,20 @@ def test_a_small_cub_subset_is_refused_with_the_split_and_the_fix(capsys, cub_ro
     assert "the validation split has 1 class(es) (4 images)" in err and "raise data.val_fraction" in err
     assert "each training batch draws 56 classes (data.batch_size 112" in err
     assert not (Path.cwd() / "runs").exists()  # refused before anything was written
+
+
+def test_the_store_opened_while_ray_starts_is_removed_when_the_sweep_is_refused(tmp_path) -> None:
+    from tune.store_warmup import StoreWarmUp
+
+    refused = StoreWarmUp(f"sqlite:///{tmp_path / 'a.db'}")
+    refused.wait()
+    assert (tmp_path / "a.db").is_file()  # created in the background (MLflow's tables)
+    refused.undo()
+    assert not (tmp_path / "a.db").exists()
+    kept = StoreWarmUp(f"sqlite:///{tmp_path / 'b.db'}")
+    kept.keep()  # the sweep went ahead: its store stays
+    kept.undo()
+    assert (tmp_path / "b.db").is_file()
+    existing = StoreWarmUp(f"sqlite:///{tmp_path / 'b.db'}")  # a store that existed before is never removed
+    existing.undo()
+    assert (tmp_path / "b.db").is_file()

@@ -16,7 +16,7 @@ from dcml_core.config import ExperimentConfig
 from dcml_core.device_info import cuda_status, describe_cuda
 from dcml_core.engine import DeviceOutOfMemoryError
 from tune.cluster_check import problems_of
-from tune.trainable import checkpoint_due, dcml_trial
+from tune.trainable import checkpoint_due, dcml_trial, full_eval_due
 from tune.trial_device import NoUsableGpuError, oom_retries, trial_device
 from tune.trial_recovery import DETERMINISTIC, FATAL_FILE, SharedGpuOutOfMemoryError
 
@@ -85,6 +85,11 @@ def test_checkpoints_every_n_epochs_at_the_rungs_and_at_the_end():
     cfg = ExperimentConfig.from_dict({"schedule": {"n_epochs": 12}, "checkpoint_every": 5})
     assert [e for e in range(1, 13) if checkpoint_due(e, cfg, (3, 9))] == [3, 5, 9, 10, 12]
     assert ExperimentConfig().checkpoint_every == 5
+    full = ExperimentConfig.from_dict({"schedule": {"n_epochs": 12}, "eval": {"full_every": 4}})
+    assert [e for e in range(1, 13) if full_eval_due(e, full, (3, 9))] == [3, 4, 8, 9, 12]  # the same rule
+    assert all(full_eval_due(e, cfg, ()) for e in range(1, 13))  # default: every metric every epoch
+    with pytest.raises(ValueError, match="eval.full_every"):
+        ExperimentConfig.from_dict({"eval": {"full_every": 0}})
     with pytest.raises(ValueError, match="checkpoint_every"):
         ExperimentConfig.from_dict({"checkpoint_every": 0})
 
@@ -116,6 +121,21 @@ def test_the_trainable_gets_the_rungs_and_actors_are_reused_only_without_gpus(lo
     for gpus, reuse in ((0, True), (0.5, False), (1, False)):
         config = tuner_module.new_tuner(plan, 1, gpus, [])._local_tuner._tune_config  # Ray 2.60 keeps it there
         assert config.reuse_actors is reuse, gpus
+
+
+def test_the_cluster_check_leaves_no_folder_behind(local_ray, tmp_path):
+    from tune.cluster_check import run_check
+
+    storage = tmp_path / "runs" / "ray"  # neither exists yet: the check creates both, and removes both
+    table, problems = run_check({"data": {"dataset": "demo"}}, str(storage), cpus=1, gpus=0)
+    assert problems == [] and "ok" in table
+    assert list(tmp_path.iterdir()) == []
+    local = run_check({"data": {"dataset": "demo"}}, str(storage), cpus=1, gpus=0, in_process=True)
+    assert local == (table, []) and list(tmp_path.iterdir()) == []  # the driver's process: the same row
+    (tmp_path / "kept").mkdir()  # a folder that existed stays, and so does what it held
+    (tmp_path / "kept" / "f").write_text("x")
+    run_check({"data": {"dataset": "demo"}}, str(tmp_path / "kept"), cpus=1, gpus=0)
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["f"]
 
 
 def _row(**changes) -> dict:

@@ -14,7 +14,8 @@ from pyarrow import fs as pafs
 import search_spaces
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import Engine
-from dcml_core.tracking import BASELINE_TAG, TRIAL_TAG
+from dcml_core.metric_names import OWN_TIME
+from dcml_core.tracking import BASELINE_TAG, PARENT_ROLE, ROLE_TAG, TRIAL_TAG
 from tests.analysis_sweep import small_sweep
 from tests.conftest import tiny_config
 from tests.test_tune_support import tiny_demo  # noqa: F401  (fixture)
@@ -129,3 +130,16 @@ def test_a_sweep_with_asha_keeps_its_space_baseline(tmp_path) -> None:
     scheduler = SweepPlan(space, settings).scheduler()
     assert isinstance(scheduler, BaselineKeepingASHA) and scheduler.baseline == space.baseline != {}
 
+
+def test_the_summary_states_the_sweep_overhead(sweep, runs) -> None:
+    client, trial_runs = runs
+    exp = client.get_experiment_by_name(sweep.name)
+    (parent,) = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'")
+    own = sum(r.data.metrics.get(OWN_TIME, 0.0) for r in trial_runs.values())  # every trial's last report
+    assert own > 0 and parent.data.metrics["sweep/own_time_s"] == pytest.approx(own)
+    wall, share = parent.data.metrics["sweep/wall_time_s"], parent.data.metrics["sweep/overhead"]
+    slot_use = parent.data.metrics["sweep/slot_use"]
+    assert slot_use == pytest.approx(own / (2 * wall)) and 0 < share < 1  # --max-concurrent 2 on 2 cores
+    line = next(ln for ln in (sweep.root / "sweep.log").read_text().splitlines() if ln.startswith("Overhead "))
+    assert line.startswith(f"Overhead {100 * share:.1f} %: for that share of the {wall / 60:.1f} min since the command")
+    assert f"the 2 trial slot(s) spent {100 * slot_use:.1f} % of their time" in line

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 
 import pytest
 
 import search_spaces
+import tune.summary as summary_module
+from tune import cluster
 from tune.plan import SweepPlan
 from tune.settings import SweepSettings
-from tune.summary import TrialRecord, best_table, counts, device_hours, summary_text
+from tune.summary import (
+    TrialRecord,
+    best_table,
+    busy_seconds,
+    command_start,
+    counts,
+    device_hours,
+    summary_text,
+)
 from tune.trainable import BestSoFar
 from tune.trial_outcome import outcome, result_outcome
 
@@ -71,6 +83,39 @@ def test_summary_text_and_parent_run_metrics() -> None:
     assert "Baseline (a, the space's published configuration, stopped early after 2 epochs)" in text
     assert "tuning gained +25.00 points of val Recall@1 over the baseline (test, reporting only: +21.00)" in text
     assert metrics["sweep/best_start_test_recall_at_1"] == 0.08 and metrics["sweep/baseline_val_recall_at_1"] == 0.3
+
+
+def test_summary_states_the_overhead_and_the_slot_use() -> None:
+    # own time 100 + 300 + 20 + 300 = 720 s; some trial busy for 450 of the 600 s; 2 trials at once: 1200 slot-s
+    records = [dataclasses.replace(r, own_s=s) for r, s in zip(RECORDS, (100.0, 300.0, 20.0, 300.0))]
+    text, metrics = summary_text(records, wall_s=600, gpus=0, cpus=1, ui="u", busy_s=450, slots=2)
+    assert "Overhead 25.0 %: for that share of the 10.0 min since the command started no trial was training" in text
+    assert "the 2 trial slot(s) spent 60.0 % of their time in the trials' own training and evaluation (12.0 min;" in text
+    assert metrics["sweep/overhead"] == pytest.approx(0.25) and metrics["sweep/slot_use"] == pytest.approx(0.6)
+    assert metrics["sweep/own_time_s"] == 720
+    serial = summary_text(records, wall_s=800, gpus=0, cpus=1, ui="u")[1]  # unknown busy time: the own time
+    assert serial["sweep/overhead"] == pytest.approx(0.1) and serial["sweep/slot_use"] == pytest.approx(0.9)
+
+
+def test_busy_time_is_the_union_of_the_trials_intervals_inside_the_sweep() -> None:
+    intervals = [(1, 3), (0, 2), (5, 6), (-1, 0.5), (9, 12), (5.5, 5.8)]
+    assert busy_seconds(intervals, 0, 10) == pytest.approx(3 + 1 + 1)  # [0, 3], [5, 6], [9, 10]
+    assert busy_seconds([], 0, 10) == 0 and busy_seconds([(2, 1)], 0, 10) == 0
+
+
+def test_command_start_is_the_process_start() -> None:
+    started = command_start()
+    assert started <= summary_module._IMPORTED + 0.05  # before this module was imported (clock ticks: 10 ms)
+    assert started >= time.time() - 24 * 3600  # and not garbage (the test process is younger than a day)
+
+
+def test_trial_slots_from_the_nodes_the_flags_and_the_trials(monkeypatch) -> None:
+    nodes = [{"Resources": {"CPU": 2.0}}, {"Resources": {"CPU": 8.0, "GPU": 1.0}}]
+    monkeypatch.setattr(cluster, "alive_nodes", lambda: nodes)
+    assert cluster.trial_slots(1, 0, None, 16) == 10  # 2 + 8 CPU slots
+    assert cluster.trial_slots(1, 0, 2, 16) == 2 and cluster.trial_slots(1, 0, None, 3) == 3
+    assert cluster.trial_slots(2, 0.5, None, 16) == 2  # only the GPU node, two halves of its GPU
+    assert cluster.trial_slots(1, 0.1, None, 16) == 8  # 10 tenths of a GPU, but 8 CPUs
 
 
 def test_summary_names_collapsed_trials_and_a_missing_or_best_baseline() -> None:

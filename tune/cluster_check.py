@@ -6,7 +6,8 @@ build, the driver, whether CUDA works and the GPUs torch and faiss see, the fais
 its image counts), the pretrained weights, and whether the sweep storage is **shared**: the driver writes a token
 file that every node must read, and every node writes one that the driver must read. One table, then the
 problems. Every sweep runs this before its first trial (a problem refuses the sweep); ``--check-cluster`` runs it
-with a CUDA matrix product on every node as well, prints the table and exits (0: usable, 2: not).
+with a CUDA matrix product on every node as well, prints the table and exits (0: usable, 2: not). A sweep on the
+local Ray it started, one node without GPUs, checks in the driver's process (no worker to start first).
 """
 
 from __future__ import annotations
@@ -122,33 +123,29 @@ def problems_of(node: str, row: dict[str, Any], gpus: float, fits: bool) -> list
     return out
 
 
-def run_check(config: dict[str, Any], storage: str, cpus: float, gpus: float, smoke: bool = False) -> tuple[str, list[str]]:
-    """Check every alive node (see the module); returns the table and the problems (empty: usable)."""
+def run_check(
+    config: dict[str, Any], storage: str, cpus: float, gpus: float, smoke: bool = False, in_process: bool = False
+) -> tuple[str, list[str]]:
+    """Check every alive node (see the module); returns the table and the problems (empty: usable).
+    ``in_process``: the only node is this machine, without GPUs: the driver's own process checks it (a trial's
+    worker runs the same interpreter and sees the same files), which spares a worker start before the sweep."""
     token, nodes = uuid.uuid4().hex, alive_nodes()
     filesystem, root = _storage(storage)
     folder = f"{root.rstrip('/')}/{CHECK_FOLDER}-{token}"
+    created = _missing_dirs(filesystem, root)  # removed again: a refused sweep leaves nothing behind
     filesystem.create_dir(folder, recursive=True)
     try:
         with filesystem.open_output_stream(f"{folder}/driver") as f:
             f.write(token.encode())
-        task = ray.remote(check_node)
-        refs = []
-        for node in nodes:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            share = gpus if _fits(node, cpus, gpus) and gpus > 0 else 0
-            check = NodeCheck(config, storage, token, share, smoke)
-            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            refs.append(task.options(num_cpus=0, num_gpus=share, scheduling_strategy=strategy, max_retries=0)
-                        .remote(check, node["NodeID"]))  # fmt: skip
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=ANSWER_TIMEOUT_S)
+        shares = [gpus if _fits(node, cpus, gpus) and gpus > 0 else 0 for node in nodes]
+        checks = [NodeCheck(config, storage, token, share, smoke) for share in shares]
+        rows = _answers(nodes, checks, in_process)
         table, problems = [], []
-        for node, ref in zip(nodes, refs):
+        for node, row in zip(nodes, rows):
             name, fits = node["NodeManagerAddress"], _fits(node, cpus, gpus)
-            if ref not in ready:
+            if row is None:
                 problems.append(f"{name}: did not answer within {ANSWER_TIMEOUT_S:g} s (are its GPUs busy?)")
                 continue
-            row = ray.get(ref)
             back = _attempt(_read_back, filesystem, folder, node["NodeID"], token)
             if back != "ok" and row["storage"] == "ok":
                 row["storage"] = f"no: the driver cannot read what this node wrote ({back})"
@@ -156,9 +153,48 @@ def run_check(config: dict[str, Any], storage: str, cpus: float, gpus: float, sm
             table.append(_table_row(name, node, row, fits, smoke))
     finally:
         filesystem.delete_dir(folder)
+        _remove_empty(filesystem, created)
     headers = ["node", "CPU/GPU (Ray)", "trials", "torch", "CUDA build", "driver", "CUDA", "GPUs torch/faiss",
                "faiss", "data", "weights", "storage shared"] + (["GPU matmul"] if smoke else [])  # fmt: skip
     return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True), problems
+
+
+def _answers(nodes: list[dict[str, Any]], checks: list[NodeCheck], in_process: bool) -> list[dict[str, Any] | None]:
+    """Each node's row (None: no answer in time): one Ray task pinned to each node, or this process."""
+    if in_process:
+        return [check_node(check, node["NodeID"]) for node, check in zip(nodes, checks)]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task, refs = ray.remote(check_node), []
+    for node, check in zip(nodes, checks):
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        refs.append(task.options(num_cpus=0, num_gpus=check.gpus, scheduling_strategy=strategy, max_retries=0)
+                    .remote(check, node["NodeID"]))  # fmt: skip
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=ANSWER_TIMEOUT_S)
+    return [ray.get(ref) if ref in ready else None for ref in refs]
+
+
+def _missing_dirs(filesystem: Any, path: str) -> list[str]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    from pyarrow import fs as pafs
+
+    missing = []
+    while path and path not in ("/", ".") and filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        missing.append(path)
+        path = path.rstrip("/").rpartition("/")[0]
+    return missing
+
+
+def _remove_empty(filesystem: Any, folders: list[str]) -> None:
+    """Delete the folders (deepest first) that are still empty."""
+    from pyarrow import fs as pafs
+
+    for folder in folders:
+        try:
+            if not filesystem.get_file_info(pafs.FileSelector(folder)):
+                filesystem.delete_dir(folder)
+        except OSError:
+            return
 
 
 def _read_back(filesystem: Any, folder: str, node_id: str, token: str) -> str:
@@ -197,8 +233,9 @@ def first_config(plan: Any) -> dict[str, Any]:
 
 def check_cluster(plan: Any, gpus: float, smoke: bool = False, say: Any = print) -> None:
     """Run the check for a sweep; print the table; raise :class:`ClusterError` listing the problems."""
-    s = plan.settings
-    table, problems = run_check(first_config(plan), s.storage, s.cpus_per_trial, gpus, smoke)
+    s, nodes = plan.settings, alive_nodes()
+    local = s.address is None and len(nodes) == 1 and not any(n["Resources"].get("GPU", 0) for n in nodes)
+    table, problems = run_check(first_config(plan), s.storage, s.cpus_per_trial, gpus, smoke, local and not smoke)
     where = "reachable from the driver (only the driver writes to it)"
     say(f"Cluster check ({len(alive_nodes())} node(s), {gpus:g} GPU per trial):\n{table}\n"
         f"MLflow {s.mlflow_uri}: {where if is_remote(s.mlflow_uri) else 'a local store on the driver'}")  # fmt: skip

@@ -19,12 +19,13 @@ from tune.cluster import (
     check_tracking_for_cluster,
     default_gpus_per_trial,
     start_ray,
+    trial_slots,
 )
 from tune.cluster_check import check_cluster
-from tune.mlflow_callback import MLflowSweepCallback, writer_for
 from tune.plan import SweepPlan
-from tune.progress import ProgressCallback
-from tune.summary import ranked, records_from_results, summary_text
+from tune.progress import BusyTime, ProgressCallback
+from tune.store_warmup import StoreWarmUp
+from tune.summary import busy_seconds, command_start, ranked, records_from_results, summary_text
 from tune.trial_outcome import UNFINISHED
 from tune.trial_run import TrialLog
 from tune.tuner import new_tuner, restore_tuner
@@ -102,13 +103,21 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
     """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    start = time.time()  # the wall time counts Ray's start
-    return on_ray(plan.settings.address, lambda: _sweep(plan, command, start))
+    start = command_start()  # the wall time counts the interpreter start, imports, validation and Ray's start
+    store = StoreWarmUp(plan.settings.mlflow_uri)  # meanwhile Ray starts and the cluster is checked
+    try:
+        code = on_ray(plan.settings.address, lambda: _sweep(plan, command, start, store))
+    finally:
+        store.undo()  # a sweep refused before its parent run leaves no store behind (a kept one stays)
+    return code
 
 
-def _sweep(plan: SweepPlan, command: str, start: float) -> int:
+def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> int:
     settings = plan.settings
     gpus = checked_gpus(plan)
+    store.keep()
+    from tune.mlflow_callback import MLflowSweepCallback, writer_for  # imports MLflow: the warm-up did that
+
     if not settings.resume:  # only now: a sweep refused above leaves nothing behind
         settings.save()
     announce(plan, settings.cpus_per_trial, gpus)
@@ -124,6 +133,7 @@ def _sweep(plan: SweepPlan, command: str, start: float) -> int:
             settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline
         ),
         ProgressCallback(settings.num_samples, plan.n_epochs),
+        busy := BusyTime(),
     ]
     if settings.resume:
         tuner = restore_tuner(plan, settings.cpus_per_trial, gpus)
@@ -138,7 +148,10 @@ def _sweep(plan: SweepPlan, command: str, start: float) -> int:
             log.checkpoint = directory
             writer.submit(log)
     ui = ui_command(settings.mlflow_uri, writer.experiment_id)
-    text, metrics = summary_text(records, time.time() - start, gpus, settings.cpus_per_trial, ui)
+    slots = trial_slots(settings.cpus_per_trial, gpus, settings.max_concurrent, settings.num_samples)
+    now = time.time()  # a resumed sweep's callbacks come back from Tune's state: then the trials' own time counts
+    busy_s = busy_seconds(busy.intervals, start, now) if not settings.resume else None
+    text, metrics = summary_text(records, now - start, gpus, settings.cpus_per_trial, ui, busy_s=busy_s, slots=slots)
     if writer.flush():  # the last try: the runs' updates first, then the sweep's end
         writer.finish(metrics, status="KILLED" if interrupted else "FINISHED")
     else:

@@ -65,3 +65,16 @@ class ProgressCallback(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(trials, f"trial {trial.trial_id} failed and will retry from its last checkpoint")
+
+
+class BusyTime(Callback):
+    """When the trials trained or evaluated: per result, the interval of its own train + eval seconds that ended
+    when it arrived (the sweep's overhead is the wall time outside their union: :func:`tune.summary.busy_seconds`)."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[float, float]] = []
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        now = time.time()
+        own = float(result.get("time/train_s") or 0.0) + float(result.get("time/eval_s") or 0.0)
+        self.intervals.append((now - own, now))

@@ -107,7 +107,10 @@ def storage_root(value: str | None, create: bool = True) -> str:
     if not create:
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise UsageError(f"--storage {path}: {existing} is not a writable folder; pass a writable folder")
+            why = "not a folder" if existing is not None and not existing.is_dir() else "not writable"
+            raise UsageError(
+                f"--storage {path}: cannot create it ({existing} is {why}); pass a writable folder"
+            )
         return str(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -153,7 +156,7 @@ def settings_from_args(args: Any) -> SweepSettings:
     from dcml_core.tracking import resolve_tracking_uri
 
     space = search_spaces.get(args.space)
-    storage = storage_root(args.storage, create=not args.dry_run)
+    storage = storage_root(args.storage, create=False)  # created by the sweep once every check passed
     given = {k: getattr(args, k) for k in (*FROZEN_ON_RESUME, "space", "address", "dry_run")}
     if args.data_root is not None:
         given["data_root"] = str(Path(args.data_root).expanduser().resolve())

@@ -1,12 +1,16 @@
-"""End-of-sweep summary: the best trials, what happened to every trial, time and device-hours spent."""
+"""End-of-sweep summary: the best trials, what happened to every trial, time and device-hours spent, and the
+sweep's overhead (its wall time since the command started against the trials' own training and evaluation)."""
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from dcml_core.metric_names import EPOCH, OBJECTIVE
+from dcml_core.metric_names import EPOCH, OBJECTIVE, OWN_TIME
 from search_spaces import value_at
 from tune.trial_outcome import (
     COLLAPSED,
@@ -40,6 +44,7 @@ class TrialRecord:
     start_val: float = math.nan  # the starting network's scores (epoch 0)
     start_test: float = math.nan
     baseline: bool = False  # the space's published configuration
+    own_s: float = 0.0  # the trial's own training + evaluation time (``time/own_s`` of its last report)
 
 
 def records_from_results(
@@ -69,6 +74,7 @@ def records_from_results(
                 start_val=float(metrics.get(START_VAL, math.nan)),
                 start_test=float(metrics.get(START_TEST, math.nan)),
                 baseline=is_baseline(trial.config, baseline or {}),
+                own_s=float(metrics.get(OWN_TIME, 0.0)),
             )
         )
     return records
@@ -176,10 +182,68 @@ def device_hours(
     return seconds * cpus_per_trial / 3600, "CPU-core-hours"
 
 
+def command_start() -> float:
+    """When this process started (``time.time()`` scale, from ``/proc``): the sweep's wall time counts the
+    interpreter start and the imports too. Where ``/proc`` is missing: when this module was imported."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks  # since boot
+        boot = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
+        return boot + started
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
+def busy_seconds(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    """Length of the union of ``intervals`` (``(from, to)`` times) inside ``[start, end]``."""
+    total, reach = 0.0, start
+    for lo, hi in sorted(intervals):
+        lo, hi = max(lo, reach), min(hi, end)
+        if hi > lo:
+            total, reach = total + hi - lo, hi
+    return total
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """A sweep's time: ``wall_s`` since the command started, the seconds in which at least one trial was training
+    or evaluating (``busy_s``), the trials' own seconds summed (``own_s``) and the trial ``slots``."""
+
+    wall_s: float
+    busy_s: float
+    own_s: float
+    slots: int
+
+    @property
+    def share(self) -> float:
+        """The overhead: the share of the wall time in which no trial trained or evaluated."""
+        return 1.0 - self.busy_s / self.wall_s if self.wall_s > 0 else math.nan
+
+    @property
+    def slot_use(self) -> float:
+        """The share of the trial slots' time (``slots`` x wall) spent in the trials' own work."""
+        return self.own_s / (self.wall_s * self.slots) if self.wall_s > 0 and self.slots > 0 else math.nan
+
+    def line(self) -> str:
+        return (
+            f"Overhead {100 * self.share:.1f} %: for that share of the {self.wall_s / 60:.1f} min since the command "
+            f"started no trial was training or evaluating (start-up, engine builds, gaps, end of sweep); the "
+            f"{self.slots} trial slot(s) spent {100 * self.slot_use:.1f} % of their time in the trials' own training "
+            f"and evaluation ({self.own_s / 60:.1f} min; the rest includes slots idle while fewer trials than slots "
+            "remained)"
+        )
+
+
 def summary_text(
-    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5
+    records: list[TrialRecord], wall_s: float, gpus: float, cpus: float, ui: str, top: int = 5,
+    busy_s: float | None = None, slots: int = 1,
 ) -> tuple[str, dict[str, float]]:
-    """The printed summary and the numbers logged on the sweep's parent run."""
+    """The printed summary and the numbers logged on the sweep's parent run (``wall_s``: since the command
+    started; ``busy_s``: seconds in which a trial trained or evaluated, see :func:`busy_seconds`, default the
+    trials' own time; ``slots``: trials that could run at once)."""
     n = counts(records)
     hours, unit = device_hours(records, gpus, cpus)
     lines = [f"Best trials (of {len(records)}):", best_table(records, top), ""]
@@ -198,10 +262,16 @@ def summary_text(
         + (f", {n[UNFINISHED]} unfinished (resume with --resume)" if n[UNFINISHED] else "")
     )
     lines.append(f"Wall time {wall_s / 60:.1f} min; {hours:.3f} {unit} spent by trials")
+    own = sum(r.own_s for r in records)
+    spent = Overhead(wall_s, min(own, wall_s) if busy_s is None else busy_s, own, slots)
+    lines.append(spent.line())
     lines.append(f"MLflow UI: {ui}")
     metrics = {
         **sweep_metrics(records),
         "sweep/wall_time_s": wall_s,
+        "sweep/own_time_s": own,
+        "sweep/overhead": spent.share,
+        "sweep/slot_use": spent.slot_use,
         f"sweep/{unit.replace('-', '_').lower()}": hours,
     }
     return "\n".join(lines), metrics

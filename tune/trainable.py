@@ -5,7 +5,9 @@ restored from the trial's checkpoint when there is one -> epoch 0: the starting 
 scores (``eval.at_start``; computed once per sweep for trials that share the starting network, see
 :mod:`tune.start_eval`), reported without a checkpoint and carried as ``start/...`` in every later report ->
 per epoch: train, evaluate ``val`` (the objective),
-evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs) ->
+evaluate ``test`` only when the validation objective improves (or every ``eval.test_every`` epochs); Recall@k
+every epoch, the other metrics (k-means NMI/F1, MAP@R) only every ``eval.full_every`` epochs, at the ASHA rungs
+and at the last epoch (:func:`full_eval_due`, the checkpoints' rule) ->
 ``tune.report``, with a checkpoint directory (engine state + ``tune_state.json``) every ``checkpoint_every``
 epochs, at every ASHA rung and at the last epoch. Test metrics are reported and logged, never optimised:
 ``best/test/...`` are the test metrics at the epoch the validation objective selected. A trial whose
@@ -39,9 +41,10 @@ from ray import tune
 from dcml_core.checkpoint import CheckpointError
 from dcml_core.collapse import COLLAPSED_KEY, collapse_message
 from dcml_core.config import ExperimentConfig
+from dcml_core.config.training import due
 from dcml_core.device_info import describe_faiss, faiss_build
 from dcml_core.engine import DeviceOutOfMemoryError, Engine
-from dcml_core.metric_names import EPOCH, OBJECTIVE
+from dcml_core.metric_names import EPOCH, OBJECTIVE, OWN_TIME
 from dcml_core.tracking import DEVICE_TAG, FAISS_TAG
 from tune.start_eval import start_scores
 from tune.trial_device import oom_retries, trial_device
@@ -107,7 +110,13 @@ def use_threads(cpus: int) -> None:
 def checkpoint_due(epoch: int, cfg: ExperimentConfig, rungs: tuple[int, ...]) -> bool:
     """Whether the report after ``epoch`` carries a checkpoint: every ``checkpoint_every`` epochs, at an ASHA
     rung (where a stopped trial ends) and at the last epoch."""
-    return epoch % cfg.checkpoint_every == 0 or epoch in rungs or epoch == cfg.schedule.n_epochs
+    return due(epoch, cfg.checkpoint_every, cfg.schedule.n_epochs, rungs)
+
+
+def full_eval_due(epoch: int, cfg: ExperimentConfig, rungs: tuple[int, ...]) -> bool:
+    """Whether ``epoch`` evaluates every metric (else Recall@k only): every ``eval.full_every`` epochs, at an ASHA
+    rung and at the last epoch, like the checkpoints."""
+    return due(epoch, cfg.eval.full_every, cfg.schedule.n_epochs, rungs)
 
 
 def device_tags(device: str, cpus: int, gpus: float) -> dict[str, str]:
@@ -138,6 +147,11 @@ def _scores(metrics: dict[str, float]) -> dict[str, float]:
 def _primary(metrics: dict[str, float]) -> dict[str, float]:
     """The primary evaltype's scores (``val/recall_at_1``, not ``val/<evaltype>/recall_at_1``)."""
     return {k: v for k, v in _scores(metrics).items() if k.count("/") == 1}
+
+
+def own_time(engine: Engine) -> float:
+    """The trial's own training + evaluation seconds so far (an exact resume counts its checkpoint's)."""
+    return engine.timings["train_s"] + engine.timings["eval_s"]
 
 
 def quiet_worker() -> None:
@@ -192,14 +206,16 @@ def _train(
         start = start_scores(engine, folder)
         best = dataclasses.replace(best, start=_primary(start))
         eval_s = sum(v for k, v in start.items() if k.endswith("/eval_time_s"))
-        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s, **tags})
+        tune.report({**start, **best.as_report(), EPOCH: 0, "time/train_s": 0.0, "time/eval_s": eval_s,
+                     OWN_TIME: own_time(engine), **tags})  # fmt: skip
     while engine.epoch < cfg.schedule.n_epochs:
         train = engine.train_epoch()
-        val = engine.evaluate("val")
+        metrics = cfg.eval.epoch_metrics(full_eval_due(engine.epoch, cfg, rungs))
+        val = engine.evaluate("val", metrics)
         report = {**train, **val}
         improved = best.improves(val[OBJECTIVE])
         if improved or (test_every and engine.epoch % test_every == 0):
-            test = engine.evaluate("test")
+            test = engine.evaluate("test", metrics)
             report.update(test)
         if improved:
             best = BestSoFar(val[OBJECTIVE], engine.epoch, {**_scores(val), **_scores(test)}, best.start)
@@ -211,6 +227,7 @@ def _train(
         report.update({
             EPOCH: engine.epoch,
             "time/train_s": train["train/epoch_time_s"],
+            OWN_TIME: own_time(engine),
             "time/eval_s": sum(v for k, v in report.items() if k.endswith("/eval_time_s")),
             **tags,
         })  # fmt: skip

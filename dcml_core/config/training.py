@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from dcml_core.config.coerce import check_registered, fail
 from dcml_core.head_names import DISCRIMINATIVE
+
+EVERY_EPOCH_METRICS = ("recall",)  # the objective's family: evaluated at every epoch whatever ``full_every``
+
+
+def due(epoch: int, every: int, last: int, marks: Iterable[int] = ()) -> bool:
+    """Whether something periodic happens after ``epoch``: every ``every`` epochs, at the ``marks`` (a sweep's ASHA
+    rungs, where trials are compared and stopped) and at the ``last`` epoch. One rule for checkpoints and for the
+    full evaluation."""
+    return epoch % every == 0 or epoch in marks or epoch == last
 
 
 def _all_metrics() -> tuple[str, ...]:
@@ -64,6 +74,9 @@ class EvalConfig:
     at_start: bool = True
     batch_size: int | None = None  # None: data.batch_size
     device: str = "auto"  # kNN / k-means device: auto, cpu, cuda
+    # Recall@k (the objective) every epoch; the other metrics (NMI and F1 by k-means, mAP_c, MAP@R) every N epochs,
+    # at a sweep's ASHA rungs, at the last epoch and at the start (``due``). 1: every metric every epoch
+    full_every: int = 1
 
     def validate(self, prefix: str = "eval") -> None:
         from dcml_core.registry import METRICS
@@ -72,10 +85,16 @@ class EvalConfig:
             check_registered(f"{prefix}.metrics", m, METRICS)
         if self.recall_ks is not None and (not self.recall_ks or any(k < 1 for k in self.recall_ks)):
             fail(f"{prefix}.recall_ks", self.recall_ks, "positive integers")
+        if self.full_every < 1:
+            fail(f"{prefix}.full_every", self.full_every, "a positive number of epochs (1: every metric every epoch)")
         if self.test_every < 0:
             fail(f"{prefix}.test_every", self.test_every, "an integer >= 0")
         if not self.evaltypes:
             fail(f"{prefix}.evaltypes", self.evaltypes, "at least one evaltype, e.g. 'discriminative' or 'all'")
+
+    def epoch_metrics(self, full: bool) -> tuple[str, ...]:
+        """The metrics of one evaluation: all of ``metrics`` when ``full``, else those computed every epoch."""
+        return self.metrics if full else tuple(m for m in self.metrics if m in EVERY_EPOCH_METRICS)
 
     def resolved_recall_ks(self, dataset: str) -> tuple[int, ...]:
         """Recall@k values: the configured ones, or the reference defaults for the data set."""

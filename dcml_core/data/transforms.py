@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from PIL import Image
-from torchvision import transforms as T
+
+if TYPE_CHECKING:
+    from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,6 +72,9 @@ def build_transforms(
         raise ValueError(
             f"resize_size ({resize_size}) must be >= crop_size ({crop}) for the eval center crop"
         )
+
+    # imported here: a sweep's driver checks data without importing torchvision
+    from torchvision import transforms as T
 
     steps: list = [ToRGB()]
     if kind == "eval":

@@ -6,7 +6,6 @@ Pure numpy (and scikit-learn for NMI): the k-means itself is in ``dcml_core/eval
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
 
 
 def _check_pair(cluster_labels: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -21,6 +20,9 @@ def _check_pair(cluster_labels: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
 
 def nmi(cluster_labels: np.ndarray, labels: np.ndarray) -> float:
     """NMI with scikit-learn's arithmetic normalisation (the reference's, sklearn >= 0.22)."""
+    # imported here: a sweep's driver (which validates configurations) never needs scikit-learn
+    from sklearn.metrics import normalized_mutual_info_score
+
     cluster_labels, labels = _check_pair(cluster_labels, labels)
     # Argument order as in the reference: (clusters, labels).
     return float(normalized_mutual_info_score(cluster_labels, labels, average_method="arithmetic"))

@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
 
 from dcml_core.models.bninception import FEATURE_DIM as BNINCEPTION_DIM
 from dcml_core.models.bninception import BNInception
@@ -24,14 +23,21 @@ _FEATURE_DIMS = {"resnet50": 2048, "resnet18": 512, "bninception": BNINCEPTION_D
 NO_BATCHNORM: tuple[str, ...] = ("demo_cnn",)  # GroupNorm: no statistics to freeze, so no `_frozen` names
 # ImageNet weight files looked up in `torch.hub.get_dir()/checkpoints` (torchvision V1, never V2; §1.1, §7).
 # BN-Inception: the `pretrainedmodels` files (PyPI 0.7.4 first, then GitHub master), same key layout.
-_IMAGENET_URLS: dict[str, tuple[str, ...]] = {
-    "resnet50": (ResNet50_Weights.IMAGENET1K_V1.url,),
-    "resnet18": (ResNet18_Weights.IMAGENET1K_V1.url,),
-    "bninception": (
-        "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth",
-        "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-239d2248.pth",
-    ),
-}
+_BNINCEPTION_URLS = (
+    "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth",
+    "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-239d2248.pth",
+)
+_IMAGENET_WEIGHTS = ("resnet50", "resnet18", "bninception")  # backbones with ImageNet weight files
+
+
+def _imagenet_urls(name: str) -> tuple[str, ...]:
+    """Where the ImageNet weights of a backbone come from (torchvision imported only here and for its ResNets:
+    a sweep's driver, which checks configurations, starts faster without it)."""
+    if name == "bninception":
+        return _BNINCEPTION_URLS
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+
+    return ((ResNet50_Weights if name == "resnet50" else ResNet18_Weights).IMAGENET1K_V1.url,)
 _CLASSIFIER_PREFIXES = ("fc.", "last_linear.")  # ImageNet classifiers: not part of a trunk
 _LAYOUTS = {
     "resnet50": "torchvision or pretrainedmodels",
@@ -107,6 +113,8 @@ def _build_body(name: str) -> nn.Module:
         return BNInception(num_classes=None)
     if name == "demo_cnn":
         return DemoCNN()
+    from torchvision.models import resnet18, resnet50
+
     body = resnet50() if name == "resnet50" else resnet18()
     body.fc = nn.Identity()  # torchvision's forward: flatten(avgpool(x), 1) -> fc
     return body
@@ -126,20 +134,20 @@ def resolve_weights(name: str, pretrained: str | None) -> Path | None:
     if pretrained is None or pretrained.lower() == "none":
         return None
     if pretrained.lower() == "imagenet":
-        if name not in _IMAGENET_URLS:
+        if name not in _IMAGENET_WEIGHTS:
             raise FileNotFoundError(
                 f"there are no ImageNet weights for {name!r} (the demo's small ConvNet trains from random "
                 "initialisation): use pretrained 'none', or a ResNet/BN-Inception arch for ImageNet weights."
             )
         cache = Path(torch.hub.get_dir()) / "checkpoints"
-        files = [os.path.basename(urlparse(url).path) for url in _IMAGENET_URLS[name]]
+        files = [os.path.basename(urlparse(url).path) for url in _imagenet_urls(name)]
         for file in files:
             if (cache / file).is_file():
                 return cache / file
         also = f" (or {', '.join(files[1:])})" if len(files) > 1 else ""
         raise FileNotFoundError(
             f"ImageNet weights for {name} not found: expected the file {files[0]!r}{also} in {cache}; "
-            f"download {_IMAGENET_URLS[name][0]} there yourself (this code never downloads), "
+            f"download {_imagenet_urls(name)[0]} there yourself (this code never downloads), "
             f"or pass --pretrained_weights PATH to a local state-dict file."
         )
     path = Path(pretrained).expanduser()
