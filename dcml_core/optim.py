@@ -15,10 +15,24 @@ from torch import nn
 from dcml_core.config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, extra_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    """The network group first (so ``param_groups[0]['lr']`` is the network learning rate), then the criteria."""
+def param_groups(cfg: OptimConfig, model: nn.Module, extra_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: the network's trainable parameters first (so ``param_groups[0]['lr']`` is
+    the network learning rate), then the criteria's groups."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay}, *extra_groups]
+    return [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay}, *extra_groups]
+
+
+def state_per_parameter(cfg: OptimConfig) -> int:
+    """Tensors of the parameter's size the optimiser keeps per parameter: Adam's two moments, SGD's momentum
+    buffer (none without momentum)."""
+    if cfg.optimizer == "adam":
+        return 2
+    return 1 if cfg.momentum else 0
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module, extra_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """Adam or SGD over :func:`param_groups`."""
+    groups = param_groups(cfg, model, extra_groups)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups)
     return torch.optim.SGD(groups, momentum=cfg.momentum)

@@ -172,3 +172,11 @@ def test_report_on_the_sweep_writes_every_view(sweep, data, tmp_path) -> None:
     weights = pd.read_csv(out / "evaltype_weights.csv")
     assert (weights["kind"] == "tuned on val").sum() == weights["trial"].nunique() >= 1
     assert not math.isnan(weights["test R@1"].iloc[0])
+
+
+def test_the_sweep_console_shows_its_own_lines_not_rays_or_mlflows(sweep) -> None:
+    log = (sweep.root / "sweep.log").read_text()
+    assert f"Sweep '{sweep.name}' (new)" in log and "Best trials (of" in log and "Overhead" in log
+    # Ray's configuration box and TensorBoard command (a /tmp/ray staging folder), MLflow's table creation
+    for noise in ("Configuration for experiment", "tensorboard --logdir", "Creating initial MLflow database tables"):
+        assert noise not in log, noise

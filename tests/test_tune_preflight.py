@@ -5,6 +5,7 @@ credentials on the command line, resume only from the user's own folders."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import types
@@ -18,6 +19,7 @@ import search_spaces
 from dcml_core.checkpoint import CheckpointError, load_checkpoint
 from dcml_core.config import ExperimentConfig
 from dcml_core.engine import Engine
+from dcml_core.optim import param_groups, state_per_parameter
 from dcml_core.tracking import ui_command
 from search_spaces import SearchSpace
 from tests.conftest import tiny_config
@@ -115,10 +117,16 @@ def test_the_disk_must_hold_the_checkpoints_the_sweep_keeps(capsys, monkeypatch,
     assert not (Path("runs") / "ray").exists() or not any((Path("runs") / "ray").iterdir())
 
 
-def test_checkpoint_size_estimate_matches_a_real_checkpoint(tiny_demo_root, tmp_path) -> None:
-    cfg = ExperimentConfig.from_dict(tiny_config(tiny_demo_root, "diva"))  # key encoder, queue, 4 heads
+@pytest.mark.parametrize("optim", [{"lr": 1e-3}, {"lr": 1e-3, "optimizer": "sgd", "momentum": 0.9}])
+def test_checkpoint_size_estimate_matches_a_real_checkpoint(tiny_demo_root, tmp_path, optim) -> None:
+    cfg = ExperimentConfig.from_dict(tiny_config(tiny_demo_root, "diva", optim=optim))  # key encoder, queue, 4 heads
     engine = Engine(cfg, device="cpu")
-    engine.train_epoch()  # creates Adam's moments
+    engine.train_epoch()  # creates the optimiser's state (Adam's moments, SGD's momentum buffers)
+    groups = param_groups(cfg.optim, engine.model, engine.objective.param_groups())
+    assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in engine.optimizer.param_groups]
+    bound = state_per_parameter(cfg.optim) * sum(p.numel() for g in groups for p in g["params"])
+    real = sum(t.numel() for s in engine.optimizer.state.values() for t in s.values() if t.dim() > 0)
+    assert 0.99 * bound <= real <= bound  # parameters without a gradient yet have no state
     folder = engine.save(tmp_path / "ckpt")
     actual = sum(f.stat().st_size for f in folder.iterdir())
     estimate = preflight.checkpoint_bytes(cfg, engine.data.n_train_classes)
@@ -231,3 +239,23 @@ def test_checkpoint_staging_folder_follows_the_environment(monkeypatch, tmp_path
     assert staging_root() == str(tmp_path)
     monkeypatch.delenv("DCML_STAGING_DIR")
     assert staging_root(min_free=10**18) is None  # no RAM folder that large: the default temporary folder
+
+
+def test_rays_default_auth_notice_is_dropped_but_its_auth_disabled_warning_stays() -> None:
+    from tune.cluster import quiet_default_auth_notice
+
+    name = "ray._private.authentication.authentication_token_setup"
+    quiet_default_auth_notice()
+    quiet_default_auth_notice()  # once is enough: no second filter
+    logger = logging.getLogger(name)
+    assert len(logger.filters) == 1
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage()[:38])
+    logger.addHandler(handler)  # Ray's loggers do not propagate to the root logger
+    try:
+        logger.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        logger.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["Token authentication is disabled for t"]

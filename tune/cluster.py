@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -46,6 +47,20 @@ def check_address(address: str | None, timeout: float = 3.0) -> None:
         ) from None
 
 
+class _DropDefaultAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def quiet_default_auth_notice() -> None:
+    """Ray 2.60 announces on every local start that it turned token authentication on, with how to turn it off;
+    that is the secure default this project keeps, so the notice is dropped (Ray's warning when authentication
+    is *disabled*, and ours, stay)."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropDefaultAuthNotice) for f in logger.filters):
+        logger.addFilter(_DropDefaultAuthNotice())
+
+
 def start_ray(address: str | None) -> None:
     """Join ``address`` (``auto`` or HOST:PORT) or start a local Ray sized to this machine.
 
@@ -68,6 +83,7 @@ def start_ray(address: str | None) -> None:
                 file=sys.stderr,
             )
         os.environ.update(worker_runtime_env()["env_vars"])  # inherited by the raylet and every worker it starts
+        quiet_default_auth_notice()
         ray.init(include_dashboard=False, logging_level="WARNING")  # no web UI; Ray 2.60 turns token auth on by default
 
 

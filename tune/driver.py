@@ -103,6 +103,10 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
     """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Ray's default console output prints, even at verbose=0, a box of the Tuner's settings and a TensorBoard
+    # command for a staging folder under /tmp/ray; the announcement above says what the sweep is and the progress
+    # callback reports the trials. Ray's previous reporter prints nothing at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     start = command_start()  # the wall time counts the interpreter start, imports, validation and Ray's start
     store = StoreWarmUp(plan.settings.mlflow_uri)  # meanwhile Ray starts and the cluster is checked
     try:

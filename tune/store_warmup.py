@@ -8,6 +8,7 @@ leaves no store behind: :meth:`StoreWarmUp.undo` removes the SQLite file the war
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class StoreWarmUp:
         try:
             from mlflow import MlflowClient
 
+            # "Creating initial MLflow database tables..." on every new store: not news to the user
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             MlflowClient(self.uri).search_experiments(max_results=1)
         except Exception:  # noqa: BLE001, S110 - the writer opens the store again and reports what is wrong
             pass
