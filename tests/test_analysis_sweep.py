@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 import analysis
 from analysis.checkpoints import best_checkpoint_trials, checkpoint_uris, local_checkpoint
@@ -180,3 +181,21 @@ def test_the_sweep_console_shows_its_own_lines_not_rays_or_mlflows(sweep) -> Non
     # Ray's configuration box and TensorBoard command (a /tmp/ray staging folder), MLflow's table creation
     for noise in ("Configuration for experiment", "tensorboard --logdir", "Creating initial MLflow database tables"):
         assert noise not in log, noise
+
+
+def test_the_best_checkpoints_reach_mlflow_before_the_last_trial_ends(sweep, data) -> None:
+    client = MlflowClient(sweep.tracking_uri)
+    runs = [client.get_run(run_id) for run_id in data.trials["run_id"]]
+    scored = [r for r in runs if not math.isnan(r.data.metrics.get(f"best/{OBJECTIVE}", math.nan))]
+    assert len(scored) >= 3
+    uploaded = {run_id: client.list_artifacts(run_id, "checkpoint") for run_id in checkpoint_uris(data)}
+    assert len(uploaded) == 3 and all(uploaded.values())
+    # the three best by validation objective (none of the smoke trials ties)
+    best3 = sorted(scored, key=lambda r: -r.data.metrics[f"best/{OBJECTIVE}"])[:3]
+    assert set(uploaded) == {r.info.run_id for r in best3}
+    # with 4 trials, 2 at a time and 3 kept, the best of the first 3 to end is uploaded while the 4th runs
+    copied = min(
+        (Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "checkpoint").stat().st_mtime
+        for run_id in uploaded
+    )
+    assert copied * 1000 < max(r.info.end_time for r in runs)

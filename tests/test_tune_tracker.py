@@ -273,3 +273,77 @@ def test_short_values_in_run_names() -> None:
         "1.1e-4", "0.46", "1.5e3", "0.011", "55", "40/55", "0",
     ]  # fmt: skip
 
+
+
+def _final_top(order: list[tuple[str, float]], k: int) -> list[str]:
+    """The summary's top k (``tune.summary.ranked``): best first, ties in trial order, trials without a score out."""
+    return [t for t, _ in sorted((x for x in order if not math.isnan(x[1])), key=lambda x: -x[1])][:k]
+
+
+def test_checkpoints_uploaded_early_are_those_no_remaining_trial_can_push_out() -> None:
+    import random
+
+    from tune.mlflow_callback import certain_top
+
+    rng = random.Random(0)
+    values = [0.1, 0.2, 0.3, 0.5, math.nan]  # few values: many ties
+    for _ in range(400):
+        k, remaining = rng.randint(1, 4), rng.randint(0, 4)
+        ended = [(f"e{i}", rng.choice(values)) for i in range(rng.randint(0, 6))]
+        certain = certain_top(ended, remaining, k)
+        futures = [[(f"r{i}", rng.choice([*values, 0.9, 0.0])) for i in range(remaining)] for _ in range(30)]
+        futures.append([(f"r{i}", 1.0) for i in range(remaining)])  # every remaining trial beats every ended one
+        for future in futures:
+            for order in (ended + future, future + ended):  # remaining trials may be older (running) or newer
+                assert set(certain) <= set(_final_top(order, k)), (ended, remaining, k, future)
+        # and no ended trial is left out that no future could push out: all-best remaining trials push the rest
+        pushed = _final_top([(f"r{i}", 1.0) for i in range(remaining)] + ended, k)
+        assert set(certain) == {t for t, _ in ended} & set(pushed)
+
+
+class FakeCheckpoint:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def as_directory(self):
+        import contextlib
+
+        return contextlib.nullcontext(str(self.path))
+
+
+def test_best_checkpoints_go_to_mlflow_while_the_last_trials_still_run(sweep, tmp_path) -> None:
+    cb = MLflowSweepCallback(sweep["uri"], sweep["name"], 2, SAMPLED, top_k=2, total=4)
+    trials = [FakeTrial(f"t{i}", sweep["config"]) for i in range(4)]
+    finals = {"t0": 0.30, "t1": 0.50, "t2": 0.40, "t3": 0.45}
+
+    def run(trial: FakeTrial) -> None:
+        cb.on_trial_start(0, trials, trial)
+        for epoch, value in ((1, finals[trial.trial_id] - 0.1), (2, finals[trial.trial_id])):
+            trial.last_result = {**_result(epoch, value), "best/val/recall_at_1": value}
+            cb.on_trial_result(0, trials, trial, trial.last_result)
+            folder = tmp_path / trial.trial_id / f"epoch{epoch}"
+            folder.mkdir(parents=True)
+            (folder / "state.pt").write_text(f"{trial.trial_id} epoch {epoch}")
+            cb.on_checkpoint(0, trials, trial, FakeCheckpoint(folder))
+        cb.on_trial_complete(0, trials, trial)
+        trial.status = "TERMINATED"
+
+    writer = sweep["writer"]
+    run(trials[0])
+    run(trials[1])
+    assert writer.checkpoints_uploaded == set()  # 2 trials to come: either could beat both
+    run(trials[2])
+    assert writer.checkpoints_uploaded == {"t1"}  # best so far; 1 trial left can push it to 2nd at worst
+    run(trials[3])
+    assert writer.checkpoints_uploaded == {"t1", "t3"}  # the top 2; t2 and t0 never
+
+    client = sweep["client"]
+    for run_info in _runs(client, sweep["name"]):
+        trial_id = run_info.data.tags.get("ray.trial_id")
+        files = [f.path for f in client.list_artifacts(run_info.info.run_id, "checkpoint")]
+        if trial_id in ("t1", "t3"):  # the checkpoint of the best epoch
+            assert files == ["checkpoint/state.pt"]
+            local = client.download_artifacts(run_info.info.run_id, "checkpoint/state.pt", str(tmp_path / "dl"))
+            assert Path(local).read_text() == f"{trial_id} epoch 2"
+        elif trial_id:
+            assert files == []

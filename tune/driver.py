@@ -134,7 +134,8 @@ def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> i
     writer.open(sweep_params(plan, gpus), tags, resume=settings.resume)
     callbacks = [
         MLflowSweepCallback(
-            settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline
+            settings.mlflow_uri, settings.name, plan.n_epochs, sampled, settings.repeat_of, baseline,
+            top_k=TOP_K_ARTIFACTS, total=settings.num_samples,
         ),
         ProgressCallback(settings.num_samples, plan.n_epochs),
         busy := BusyTime(),
@@ -147,6 +148,8 @@ def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> i
     records = records_from_results(results, list(sampled), plan.n_epochs, baseline)
     interrupted = any(r.status == UNFINISHED for r in records)
     for record in [] if interrupted else [r for r in ranked(records) if r.checkpoint][:TOP_K_ARTIFACTS]:
+        if record.trial_id in writer.checkpoints_uploaded:  # uploaded while the last trials ran
+            continue
         with record.checkpoint.as_directory() as directory:  # the best checkpoints of the best trials
             log = writer.pending.get(record.trial_id) or TrialLog(record.trial_id, record.config)
             log.checkpoint = directory

@@ -79,6 +79,7 @@ class SweepWriter:
         self.runs: dict[str, RunState] = {}  # trial id -> its run, as far as known
         self.pending: dict[str, TrialLog] = {}  # trial id -> what waits to be written
         self.counts: collections.Counter = collections.Counter()
+        self.checkpoints_uploaded: set[str] = set()  # trial ids whose best checkpoint is in their run
         self.retry_interval, self._next_retry, self._down, self._recovered = 10.0, 0.0, False, 0
 
     # ------------------------------------------------------------------ the sweep (parent run)
@@ -168,6 +169,7 @@ class SweepWriter:
                 self.counts["present"] += len(final)
             if log.checkpoint and Path(log.checkpoint).is_dir():
                 self.client.log_artifacts(run.run_id, log.checkpoint, artifact_path="checkpoint")
+                self.checkpoints_uploaded.add(log.trial_id)
             elif log.checkpoint:  # kept through an outage, and its temporary copy is gone
                 print(f"warning: checkpoint {log.checkpoint} is gone; not uploaded", file=sys.stderr)
             log.checkpoint = None
