@@ -130,8 +130,10 @@ class Loaders:
         crop, resize = cfg.data.image_sizes(cfg.model.arch)
         convention = input_convention(cfg.model.arch)
         two_views = any(HEADS.get(name).second_view for name in cfg.model.features)
-        if cfg.data.pipeline != "cached":  # the reference pipeline's torchvision transforms (checked now)
-            self.train_set  # noqa: B018 - builds (and checks) both transforms
+        self._tf_args = {"crop_size": crop, "resize_size": resize, "arch_input": convention}
+        self._two_views = two_views
+        if cfg.data.pipeline != "cached":  # the reference pipeline's torchvision transforms: built (checked) now
+            _ = self.train_tf, self.eval_tf
         self.sampler = ClassRandomBatchSampler(
             [r.label for r in bundle.train],
             batch_size=cfg.data.batch_size,
@@ -160,21 +162,21 @@ class Loaders:
 
     @functools.cached_property
     def train_tf(self) -> Any:
-        """The reference training transform (torchvision; built on first use, never by the cached pipeline)."""
-        crop, resize = self.cfg.data.image_sizes(self.cfg.model.arch)
-        return build_transforms("train", crop_size=crop, resize_size=resize, arch_input=input_convention(
-            self.cfg.model.arch), augmentation=self.cfg.data.augmentation, crop_scale=self.cfg.data.resolved_crop_scale())  # fmt: skip
+        """The reference pipeline's training transform (torchvision: built on first use, so the cached pipeline
+        and a sweep's driver never import it)."""
+        data = self.cfg.data
+        return build_transforms(
+            "train", augmentation=data.augmentation, crop_scale=data.resolved_crop_scale(), **self._tf_args
+        )
 
     @functools.cached_property
     def eval_tf(self) -> Any:
-        crop, resize = self.cfg.data.image_sizes(self.cfg.model.arch)
-        return build_transforms("eval", crop_size=crop, resize_size=resize, arch_input=input_convention(self.cfg.model.arch))
+        return build_transforms("eval", **self._tf_args)
 
     @functools.cached_property
     def train_set(self) -> ImageDataset:
-        two_views = any(HEADS.get(name).second_view for name in self.cfg.model.features)
-        self.eval_tf  # noqa: B018 - the eval transform is checked with the training one
-        return ImageDataset(self.bundle.train, self.train_tf, second_view_transform=self.train_tf if two_views else None)
+        second = self.train_tf if self._two_views else None
+        return ImageDataset(self.bundle.train, self.train_tf, second_view_transform=second)
 
     def _loader(self, dataset: Dataset, batches: Any) -> DataLoader:
         return DataLoader(
