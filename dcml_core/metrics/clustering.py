@@ -1,6 +1,6 @@
 """Clustering metrics of a partition (the k-means assignment) against the class labels: NMI and pair-counting F1.
 
-Pure numpy (and scikit-learn for NMI): the k-means itself is in ``dcml_core/evaluation/clustering.py``.
+Pure numpy: the k-means itself is in ``dcml_core/evaluation/clustering.py``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,35 @@ def _check_pair(cluster_labels: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
     return cluster_labels, labels
 
 
-def nmi(cluster_labels: np.ndarray, labels: np.ndarray) -> float:
-    """NMI with scikit-learn's arithmetic normalisation (the reference's, sklearn >= 0.22)."""
-    # imported here: a sweep's driver (which validates configurations) never needs scikit-learn
-    from sklearn.metrics import normalized_mutual_info_score
+def _entropy(counts: np.ndarray, total: float) -> float:
+    """Shannon entropy (nats) of the distribution given by positive ``counts`` that sum to ``total``."""
+    return float(-np.sum(counts / total * (np.log(counts) - np.log(total))))
 
+
+def nmi(cluster_labels: np.ndarray, labels: np.ndarray) -> float:
+    """NMI with arithmetic normalisation: I(clusters; labels) / ((H(clusters) + H(labels)) / 2), natural logs,
+    as scikit-learn's ``normalized_mutual_info_score(clusters, labels)`` (the reference's, sklearn >= 0.22; equal to
+    it within 1e-12, tests/test_metrics.py), with its conventions: 1.0 when both partitions are a single group,
+    0.0 when only one of them is. Computed from the contingency counts here: importing scikit-learn costs every
+    trial a second of CPU before its first evaluation (docs/performance.md)."""
     cluster_labels, labels = _check_pair(cluster_labels, labels)
-    # Argument order as in the reference: (clusters, labels).
-    return float(normalized_mutual_info_score(cluster_labels, labels, average_method="arithmetic"))
+    _, cluster_ids = np.unique(cluster_labels, return_inverse=True)
+    _, class_ids = np.unique(labels, return_inverse=True)
+    cluster_sizes, class_sizes = np.bincount(cluster_ids), np.bincount(class_ids)
+    if cluster_sizes.size == 1 and class_sizes.size == 1:
+        return 1.0  # the same (trivial) partition
+    if cluster_sizes.size == 1 or class_sizes.size == 1:
+        return 0.0  # one side carries no information
+    n = float(labels.size)
+    n_classes = class_sizes.size
+    cells, joint = np.unique(cluster_ids.astype(np.int64) * n_classes + class_ids, return_counts=True)
+    joint = joint.astype(np.float64)
+    row, col = cluster_sizes[cells // n_classes].astype(np.float64), class_sizes[cells % n_classes].astype(np.float64)
+    mutual = max(float(np.sum(joint / n * (np.log(joint) + np.log(n) - np.log(row) - np.log(col)))), 0.0)
+    if mutual == 0.0:
+        return 0.0
+    mean_entropy = (_entropy(cluster_sizes.astype(np.float64), n) + _entropy(class_sizes.astype(np.float64), n)) / 2
+    return mutual / mean_entropy
 
 
 def _pairs(counts: np.ndarray) -> float:
