@@ -200,3 +200,52 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
     finally:
         for sid in reversed(started):
             kill_session(sid)
+
+
+_LOCAL_RAY = r"""
+import os, time, ray
+from pathlib import Path
+from tune.cluster import start_ray
+
+
+def idle_workers():  # this session's processes named ray::IDLE (the test starts this one in a session of its own)
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            pid = int(proc.name)
+            if pid != os.getpid() and os.getsid(pid) == os.getsid(0) and (proc / "cmdline").read_bytes().split(b"\0")[0] == b"ray::IDLE":
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+start_ray(None)
+time.sleep(3)  # Ray would have prestarted its idle workers by now
+idle = idle_workers()
+
+@ray.remote(num_cpus=1, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})  # as Tune gives every trainable
+class Trial:
+    def where(self):
+        return os.getpid(), os.environ.get("OMP_WAIT_POLICY"), os.environ.get("PL_DISABLE_FORK")
+
+pid, wait_policy, own_env = ray.get(Trial.remote().where.remote(), timeout=60)
+print(json.dumps({"idle": idle, "actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env}))
+ray.shutdown()
+"""
+
+
+def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -> None:  # noqa: F811
+    """Idle workers that Ray starts ahead never run a Tune trial (a trainable's own runtime environment needs a new
+    worker); the local Ray starts none, and an actor with its own runtime environment still starts and inherits the
+    driver's worker environment."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + _LOCAL_RAY], env=sweep_env(short_tmp), capture_output=True,
+        text=True, timeout=120, start_new_session=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["idle"] == [] and seen["actor_pid"] > 0
+    assert seen["wait_policy"] == "PASSIVE" and seen["own_env"] == "1"

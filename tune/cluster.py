@@ -61,12 +61,19 @@ def quiet_default_auth_notice() -> None:
         logger.addFilter(_DropDefaultAuthNotice())
 
 
+# A local Ray starts one idle worker per CPU as it boots (and again for the first driver). A trial never runs in
+# one: Tune gives every trainable actor a runtime environment of its own (``PL_DISABLE_FORK``), and Ray starts a new
+# worker for an actor whose runtime environment differs from the idle workers'. On two cores those idle workers
+# only compete with Ray's start for CPU (docs/performance.md).
+NO_PRESTARTED_WORKERS = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+
+
 def start_ray(address: str | None) -> None:
-    """Join ``address`` (``auto`` or HOST:PORT) or start a local Ray sized to this machine.
+    """Join ``address`` (``auto`` or HOST:PORT) or start a local Ray sized to this machine, without idle workers
+    started ahead (:data:`NO_PRESTARTED_WORKERS`).
 
     A joined cluster gets the workers' environment as the job's ``runtime_env``. A local Ray inherits it from this
-    process instead: its workers then match the ones Ray starts ahead of time, so a trial starts in an idle worker
-    (0.4 s here) rather than a new process for the runtime environment (1.1 s; docs/performance.md)."""
+    process instead (its raylet and every worker it starts)."""
     if address:
         try:
             ray.init(address=address, runtime_env=worker_runtime_env(), logging_level="WARNING")
@@ -84,7 +91,8 @@ def start_ray(address: str | None) -> None:
             )
         os.environ.update(worker_runtime_env()["env_vars"])  # inherited by the raylet and every worker it starts
         quiet_default_auth_notice()
-        ray.init(include_dashboard=False, logging_level="WARNING")  # no web UI; Ray 2.60 turns token auth on by default
+        # no web UI; Ray 2.60 turns token auth on by default
+        ray.init(include_dashboard=False, logging_level="WARNING", _system_config=NO_PRESTARTED_WORKERS)
 
 
 def alive_nodes() -> list[dict[str, Any]]:
