@@ -199,3 +199,15 @@ def test_the_best_checkpoints_reach_mlflow_before_the_last_trial_ends(sweep, dat
         for run_id in uploaded
     )
     assert copied * 1000 < max(r.info.end_time for r in runs)
+
+
+def test_trial_folders_hold_tunes_json_and_csv_records_and_no_tensorboard_files(sweep) -> None:
+    """Tune's result.json / params.json and progress.csv are written for every trial (``--sync-mlflow`` and the
+    benchmarks read them); its TensorBoard event files are not (nothing reads them)."""
+    trials = sorted(sweep.sweep_dir.glob("trial_*"))
+    assert len(trials) == TRIALS
+    for folder in trials:
+        assert {"result.json", "params.json", "progress.csv"} <= {p.name for p in folder.iterdir()}, folder
+        epochs = [json.loads(line)[EPOCH] for line in (folder / "result.json").read_text().splitlines() if line]
+        assert epochs and epochs == sorted(epochs) and epochs[0] == 0  # the starting network first
+        assert not list(folder.glob("events.out.tfevents*")), folder

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from dcml_core.tracking import REPEAT_TAG, TrackingError, system_tags, ui_command
 from tune.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -107,6 +108,13 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
     # command for a staging folder under /tmp/ray; the announcement above says what the sweep is and the progress
     # callback reports the trials. Ray's previous reporter prints nothing at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not plan.settings.resume:
+        # Tune's default loggers: result.json / params.json and progress.csv are passed explicitly (``_sweep``; a
+        # resumed sweep gets its callbacks back from its folder, and Ray's defaults for what they lack); the
+        # TensorBoard logger is left out: nothing here reads its event files, and importing tensorboardX takes 1.3 s
+        # of CPU in the driver just as the first trials start (docs/performance.md).
+        # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 brings it back.
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     start = command_start()  # the wall time counts the interpreter start, imports, validation and Ray's start
     store = StoreWarmUp(plan.settings.mlflow_uri)  # meanwhile Ray starts and the cluster is checked
     try:
@@ -139,6 +147,8 @@ def _sweep(plan: SweepPlan, command: str, start: float, store: StoreWarmUp) -> i
         ),
         ProgressCallback(settings.num_samples, plan.n_epochs),
         busy := BusyTime(),
+        JsonLoggerCallback(),  # trial_<id>/result.json, params.json: --sync-mlflow and the benchmarks read them
+        CSVLoggerCallback(),  # trial_<id>/progress.csv
     ]
     if settings.resume:
         tuner = restore_tuner(plan, settings.cpus_per_trial, gpus)
