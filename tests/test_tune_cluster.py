@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -203,7 +204,7 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
 
 
 _LOCAL_RAY = r"""
-import os, time, ray
+import json, os, time, ray
 from pathlib import Path
 from tune.cluster import start_ray
 
@@ -213,8 +214,9 @@ def idle_workers():  # this session's processes named ray::IDLE (the test starts
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             pid = int(proc.name)
-            if pid != os.getpid() and os.getsid(pid) == os.getsid(0) and (proc / "cmdline").read_bytes().split(b"\0")[0] == b"ray::IDLE":
-                found.append(int(proc.name))
+            name = (proc / "cmdline").read_bytes().split(b"\0")[0]  # Ray renames its workers' processes
+            if pid != os.getpid() and os.getsid(pid) == os.getsid(0) and name == b"ray::IDLE":
+                found.append(pid)
         except OSError:
             pass
     return found
@@ -239,10 +241,8 @@ def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -
     """Idle workers that Ray starts ahead never run a Tune trial (a trainable's own runtime environment needs a new
     worker); the local Ray starts none, and an actor with its own runtime environment still starts and inherits the
     driver's worker environment."""
-    import subprocess
-
     out = subprocess.run(
-        [sys.executable, "-c", "import json\n" + _LOCAL_RAY], env=sweep_env(short_tmp), capture_output=True,
+        [sys.executable, "-c", _LOCAL_RAY], env=sweep_env(short_tmp), capture_output=True,
         text=True, timeout=120, start_new_session=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
