@@ -65,6 +65,9 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
             tmp_path,
         )
         started.append(server.pid)
+        # the server holds its port before Ray starts: Ray's processes bind free ports of their own, and one of them
+        # once took the port picked for the server while the server was still importing MLflow
+        assert wait_for(lambda: http_ok(f"{uri}/health"), 90), tail(tmp_path / "server.log")
         head = start(
             [
                 str(BIN / "ray"),
@@ -110,7 +113,6 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
         )
         started.append(worker.pid)
         assert wait_for(lambda: _ray_started(tmp_path / "worker.log") == 1, 90), tail(tmp_path / "worker.log")
-        assert wait_for(lambda: http_ok(f"{uri}/health"), 90), tail(tmp_path / "server.log")
 
         common = [
             "--space",
