@@ -2,7 +2,9 @@
 versus inherited from the driver's environment (what ``tune.cluster.start_ray`` does for a local Ray).
 
 Each round starts a fresh local Ray in a subprocess, waits 4 s (Ray prestarts idle workers meanwhile), then times
-the creation of one actor until its first method returns. Usage::
+the creation of one actor until its first method returns. A plain actor can start in a prestarted worker; a Tune
+trial cannot (Tune gives every trainable actor a runtime environment of its own), which is why the sweep's local Ray
+now starts no idle workers at all (``tune.cluster.NO_PRESTARTED_WORKERS``, docs/performance.md). Usage::
 
     python benchmarks/bench_actor_start.py            # 3 rounds of each, alternating
 
