@@ -19,6 +19,7 @@ from tests.test_tune_support import (
     http_ok,
     kill_session,
     run_sweep_cli,
+    session_pids,
     short_tmp,  # noqa: F401  (fixture)
     start,
     sweep_env,
@@ -206,27 +207,13 @@ def test_two_node_cluster_and_mlflow_server(tmp_path, tiny_demo, short_tmp) -> N
 
 
 _LOCAL_RAY = r"""
-import json, os, time, ray
-from pathlib import Path
+import json, os, sys, time, ray
 from tune.cluster import start_ray
-
-
-def idle_workers():  # this session's processes named ray::IDLE (the test starts this one in a session of its own)
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            pid = int(proc.name)
-            name = (proc / "cmdline").read_bytes().split(b"\0")[0]  # Ray renames its workers' processes
-            if pid != os.getpid() and os.getsid(pid) == os.getsid(0) and name == b"ray::IDLE":
-                found.append(pid)
-        except OSError:
-            pass
-    return found
-
 
 start_ray(None)
 time.sleep(3)  # Ray would have prestarted its idle workers by now
-idle = idle_workers()
+print("started", flush=True)
+sys.stdin.readline()  # the test lists this session's processes meanwhile
 
 @ray.remote(num_cpus=1, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})  # as Tune gives every trainable
 class Trial:
@@ -234,20 +221,34 @@ class Trial:
         return os.getpid(), os.environ.get("OMP_WAIT_POLICY"), os.environ.get("PL_DISABLE_FORK")
 
 pid, wait_policy, own_env = ray.get(Trial.remote().where.remote(), timeout=60)
-print(json.dumps({"idle": idle, "actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env}))
+print(json.dumps({"actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env}), flush=True)
 ray.shutdown()
 """
+
+
+def _process_name(pid: int) -> bytes:
+    """The name a process shows in ``/proc/<pid>/cmdline`` (Ray renames its workers ``ray::IDLE``, ...)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return b""
 
 
 def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -> None:  # noqa: F811
     """Idle workers that Ray starts ahead never run a Tune trial (a trainable's own runtime environment needs a new
     worker); the local Ray starts none, and an actor with its own runtime environment still starts and inherits the
     driver's worker environment."""
-    out = subprocess.run(
-        [sys.executable, "-c", _LOCAL_RAY], env=sweep_env(short_tmp), capture_output=True,
-        text=True, timeout=120, start_new_session=True,
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LOCAL_RAY], env=sweep_env(short_tmp), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["idle"] == [] and seen["actor_pid"] > 0
+    try:
+        assert proc.stdout.readline().strip() == "started", proc.stderr.read()[-2000:]
+        idle = [pid for pid in session_pids(proc.pid) if _process_name(pid) == b"ray::IDLE"]
+        out, err = proc.communicate("go\n", timeout=120)
+    finally:
+        kill_session(proc.pid, grace=0)  # Ray's processes too, by PID
+    assert proc.returncode == 0, err[-2000:]
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert idle == [] and seen["actor_pid"] > 0
     assert seen["wait_policy"] == "PASSIVE" and seen["own_env"] == "1"
