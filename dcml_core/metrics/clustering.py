@@ -32,21 +32,19 @@ def nmi(cluster_labels: np.ndarray, labels: np.ndarray) -> float:
     cluster_labels, labels = _check_pair(cluster_labels, labels)
     _, cluster_ids = np.unique(cluster_labels, return_inverse=True)
     _, class_ids = np.unique(labels, return_inverse=True)
-    cluster_sizes, class_sizes = np.bincount(cluster_ids), np.bincount(class_ids)
+    cluster_sizes = np.bincount(cluster_ids).astype(np.float64)
+    class_sizes = np.bincount(class_ids).astype(np.float64)
     if cluster_sizes.size == 1 and class_sizes.size == 1:
         return 1.0  # the same (trivial) partition
     if cluster_sizes.size == 1 or class_sizes.size == 1:
         return 0.0  # one side carries no information
-    n = float(labels.size)
-    n_classes = class_sizes.size
+    n, n_classes = float(labels.size), class_sizes.size
     cells, joint = np.unique(cluster_ids.astype(np.int64) * n_classes + class_ids, return_counts=True)
-    joint = joint.astype(np.float64)
-    row, col = cluster_sizes[cells // n_classes].astype(np.float64), class_sizes[cells % n_classes].astype(np.float64)
+    row, col = cluster_sizes[cells // n_classes], class_sizes[cells % n_classes]
     mutual = max(float(np.sum(joint / n * (np.log(joint) + np.log(n) - np.log(row) - np.log(col)))), 0.0)
     if mutual == 0.0:
         return 0.0
-    mean_entropy = (_entropy(cluster_sizes.astype(np.float64), n) + _entropy(class_sizes.astype(np.float64), n)) / 2
-    return mutual / mean_entropy
+    return mutual / ((_entropy(cluster_sizes, n) + _entropy(class_sizes, n)) / 2)
 
 
 def _pairs(counts: np.ndarray) -> float:
