@@ -54,8 +54,10 @@ class TrackingError(RuntimeError):
     """The MLflow tracking URI is invalid or its server cannot be reached."""
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """A usable tracking URI: http(s)://, sqlite:///, postgresql://, mysql://... or a folder for a SQLite file."""
+def tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI that ``uri`` names, without creating anything: http(s)://, sqlite:///, postgresql://,
+    mysql://... as given; a ``.db`` file or a folder (for its ``mlflow.db``) as ``sqlite:///``; none: ``$MLFLOW_TRACKING_URI``
+    or ``./mlflow.db``."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     if not uri:
         return f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB_NAME}"
@@ -67,11 +69,16 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             )
         return uri
     path = Path(uri).expanduser().resolve()
-    if path.suffix == ".db":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    path.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path / DEFAULT_DB_NAME}"
+    return f"sqlite:///{path if path.suffix == '.db' else path / DEFAULT_DB_NAME}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """A usable tracking URI (:func:`tracking_uri`); the folder of a SQLite file given as a path is created."""
+    resolved = tracking_uri(uri)
+    given = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if given and "://" not in given and not given.startswith("sqlite:"):
+        Path(resolved[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return resolved
 
 
 def is_remote(uri: str) -> bool:

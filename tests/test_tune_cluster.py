@@ -221,7 +221,9 @@ class Trial:
         return os.getpid(), os.environ.get("OMP_WAIT_POLICY"), os.environ.get("PL_DISABLE_FORK")
 
 pid, wait_policy, own_env = ray.get(Trial.remote().where.remote(), timeout=60)
-print(json.dumps({"actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env}), flush=True)
+config = ray._private.state.state.get_system_config()  # what the cluster runs with, from its GCS
+retry = {k: config.get(k) for k in ("raylet_client_connect_timeout_milliseconds", "raylet_client_num_connect_attempts")}
+print(json.dumps({"actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env, "retry": retry}), flush=True)
 ray.shutdown()
 """
 
@@ -237,7 +239,8 @@ def _process_name(pid: int) -> bytes:
 def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -> None:  # noqa: F811
     """Idle workers that Ray starts ahead never run a Tune trial (a trainable's own runtime environment needs a new
     worker); the local Ray starts none, and an actor with its own runtime environment still starts and inherits the
-    driver's worker environment."""
+    driver's worker environment. The cluster retries a local connection every 100 ms (not every second), with the
+    same 10 s of patience."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _LOCAL_RAY], env=sweep_env(short_tmp), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -252,3 +255,6 @@ def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -
     seen = json.loads(out.strip().splitlines()[-1])
     assert idle == [] and seen["actor_pid"] > 0
     assert seen["wait_policy"] == "PASSIVE" and seen["own_env"] == "1"
+    retry = seen["retry"]
+    assert retry == {"raylet_client_connect_timeout_milliseconds": 100, "raylet_client_num_connect_attempts": 100}
+    assert retry["raylet_client_connect_timeout_milliseconds"] * retry["raylet_client_num_connect_attempts"] == 10_000

@@ -216,7 +216,7 @@ def test_a_local_ray_starts_without_dashboard_and_warns_when_auth_is_off(monkeyp
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     cluster.start_ray(None)
     assert calls[-1]["include_dashboard"] is False and "address" not in calls[-1]
-    assert calls[-1]["_system_config"] == cluster.NO_PRESTARTED_WORKERS
+    assert calls[-1]["_system_config"] == {**cluster.NO_PRESTARTED_WORKERS, **cluster.FAST_LOCAL_CONNECT}
     assert "RAY_AUTH_MODE" not in capsys.readouterr().err
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster.start_ray(None)

@@ -100,8 +100,9 @@ def check_only(plan: SweepPlan) -> int:
     return on_ray(plan.settings.address, check)
 
 
-def run_sweep(plan: SweepPlan, command: str) -> int:
-    """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code."""
+def run_sweep(plan: SweepPlan, command: str, store: StoreWarmUp | None = None) -> int:
+    """Start or join Ray, run (or resume) the planned sweep, print the summary; returns the exit code. ``store``:
+    the warm-up of the sweep's MLflow store if one was started (``tune/run.py``), else one starts now."""
     # MLflow prints a "View run at" line per run it ends on a server; the summary prints the UI command
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Ray's default console output prints, even at verbose=0, a box of the Tuner's settings and a TensorBoard
@@ -116,7 +117,9 @@ def run_sweep(plan: SweepPlan, command: str) -> int:
         # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 brings it back.
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     start = command_start()  # the wall time counts the interpreter start, imports, validation and Ray's start
-    store = StoreWarmUp(plan.settings.mlflow_uri)  # meanwhile Ray starts and the cluster is checked
+    if store is None or store.uri != plan.settings.mlflow_uri:
+        store = StoreWarmUp(plan.settings.mlflow_uri)
+    store.open()  # meanwhile Ray starts and the cluster is checked
     try:
         code = on_ray(plan.settings.address, lambda: _sweep(plan, command, start, store))
     finally:
