@@ -218,12 +218,20 @@ sys.stdin.readline()  # the test lists this session's processes meanwhile
 @ray.remote(num_cpus=1, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})  # as Tune gives every trainable
 class Trial:
     def where(self):
-        return os.getpid(), os.environ.get("OMP_WAIT_POLICY"), os.environ.get("PL_DISABLE_FORK")
+        import tune.trainable  # noqa: F401 - as Tune's actor does before it builds the trainable
+        from ray.tune.utils.log import disable_ipython
 
-pid, wait_policy, own_env = ray.get(Trial.remote().where.remote(), timeout=60)
+        disable_ipython()  # what Trainable.__init__ calls in every trial process
+        ipython = "IPython.core.interactiveshell" in sys.modules
+        return os.getpid(), os.environ.get("OMP_WAIT_POLICY"), os.environ.get("PL_DISABLE_FORK"), ipython
+
+pid, wait_policy, own_env, trial_ipython = ray.get(Trial.remote().where.remote(), timeout=60)
+import tune.trainable  # noqa: F401,E402 - the driver imports it too, and keeps IPython
+import IPython  # noqa: F401,E402
 config = ray._private.state.state.get_system_config()  # what the cluster runs with, from its GCS
 retry = {k: config.get(k) for k in ("raylet_client_connect_timeout_milliseconds", "raylet_client_num_connect_attempts")}
-print(json.dumps({"actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env, "retry": retry}), flush=True)
+print(json.dumps({"actor_pid": pid, "wait_policy": wait_policy, "own_env": own_env, "retry": retry,
+                  "trial_ipython": trial_ipython}), flush=True)
 ray.shutdown()
 """
 
@@ -240,7 +248,7 @@ def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -
     """Idle workers that Ray starts ahead never run a Tune trial (a trainable's own runtime environment needs a new
     worker); the local Ray starts none, and an actor with its own runtime environment still starts and inherits the
     driver's worker environment. The cluster retries a local connection every 100 ms (not every second), with the
-    same 10 s of patience."""
+    same 10 s of patience. A trial process does not import IPython for Ray's notebook clean-up (the driver can)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _LOCAL_RAY], env=sweep_env(short_tmp), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -258,3 +266,4 @@ def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -
     retry = seen["retry"]
     assert retry == {"raylet_client_connect_timeout_milliseconds": 100, "raylet_client_num_connect_attempts": 100}
     assert retry["raylet_client_connect_timeout_milliseconds"] * retry["raylet_client_num_connect_attempts"] == 10_000
+    assert seen["trial_ipython"] is False
