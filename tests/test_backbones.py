@@ -262,3 +262,51 @@ def test_imagenet_loaded_from_hub_cache(tmp_path, monkeypatch) -> None:
     torch.save(state, tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
     trunk, _ = build_backbone("resnet18", "imagenet", frozen_bn=True)
     assert torch.equal(trunk.body.layer3[0].downsample[0].weight, state["layer3.0.downsample.0.weight"])
+
+
+# ---------------------------------------------------------------- the demo CNN's max-pooling
+def _reference_pool_grad(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    out = pool(x)
+    out.backward(torch.arange(1, out.numel() + 1, dtype=x.dtype).reshape(out.shape))
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 4, 9, 7), (1, 2, 33, 32), (4, 16, 32, 32)])
+def test_demo_pooling_without_autograd_gives_the_values_of_max_pool2d_bit_for_bit(shape) -> None:
+    from dcml_core.models.demo_cnn import MaxPool2x2
+
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(*shape))
+    x[0, 0, :2, :2] = float("nan")  # NaN wins its window, as in max_pool2d
+    x[-1, -1, 2:4, 2:4] = 0.5  # a window of equal values
+    with torch.inference_mode():
+        fast, reference = MaxPool2x2()(x), nn.functional.max_pool2d(x, 2)
+    assert fast.shape == reference.shape  # an odd last row or column is dropped
+    assert torch.equal(fast.isnan(), reference.isnan()) and fast.isnan().sum() == 1
+    assert torch.equal(fast.nan_to_num(7.0), reference.nan_to_num(7.0))
+
+
+def test_demo_pooling_with_autograd_is_max_pool2d_and_training_is_unchanged() -> None:
+    """Where a gradient is needed, the gradient of a window of equal values goes to one element (max_pool2d's),
+    not split as torch.maximum would: the demo CNN trains exactly as with nn.MaxPool2d."""
+    from dcml_core.models.demo_cnn import DemoCNN, MaxPool2x2
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, :2, :2] = 1.0  # four equal maxima in the first window
+    out, grad = _reference_pool_grad(x, MaxPool2x2())
+    ref_out, ref_grad = _reference_pool_grad(x, nn.MaxPool2d(2))
+    assert torch.equal(out, ref_out) and torch.equal(grad, ref_grad)
+    assert grad[0, 0, :2, :2].count_nonzero() == 1
+    torch.manual_seed(0)
+    model = DemoCNN()
+    reference = DemoCNN()
+    reference.load_state_dict(model.state_dict())
+    reference.features = nn.Sequential(*[nn.MaxPool2d(2) if isinstance(m, MaxPool2x2) else m for m in model.features])
+    images = torch.rand(6, 3, 32, 32).round()  # flat regions: many equal activations, as in the demo's glyphs
+    for net in (model, reference):
+        net(images).square().sum().backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    with torch.inference_mode():
+        assert torch.equal(model(images), reference(images))

@@ -246,3 +246,40 @@ def test_the_store_opened_while_ray_starts_is_removed_when_the_sweep_is_refused(
     existing = StoreWarmUp(f"sqlite:///{tmp_path / 'b.db'}")  # a store that existed before is never removed
     existing.undo()
     assert (tmp_path / "b.db").is_file()
+
+
+_WARM_UP = r"""
+import sqlite3, sys
+from tune.store_warmup import StoreWarmUp
+
+store = StoreWarmUp(sys.argv[1])
+store.wait()  # the creating process only: this process never opened the store
+tables = {row[0] for row in sqlite3.connect(store.created).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+print(int("mlflow" in sys.modules), int({"experiments", "runs", "alembic_version"} <= tables))
+"""
+
+
+def test_a_new_store_is_created_by_another_process(tmp_path) -> None:
+    """The tables of a new SQLite store are created without importing MLflow in the command's own process (that
+    process imports torch and Ray Tune meanwhile), in folders made for it."""
+    uri = f"sqlite:///{tmp_path / 'new' / 'folder' / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-c", _WARM_UP, uri], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "1"]
+
+
+def test_a_refused_sweep_removes_the_store_and_folders_made_for_it_but_never_a_store_with_runs(capsys, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from tune.store_warmup import StoreWarmUp
+
+    code, _, err = _main(capsys, "--space", "dcml_cub", "--mlflow-uri", str(tmp_path / "ml" / "store"))
+    assert code == 2 and "no data root given" in err
+    assert list(tmp_path.iterdir()) == []  # the folders ml/store and its mlflow.db are gone again
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    store = StoreWarmUp(uri)
+    store.wait()
+    client = MlflowClient(uri)  # meanwhile another command on the same new store writes a run
+    client.create_run(client.create_experiment("other"))
+    store.undo()
+    assert (tmp_path / "shared.db").is_file() and len(client.search_runs([client.get_experiment_by_name("other").experiment_id])) == 1
