@@ -232,3 +232,25 @@ def test_training_with_the_cached_pipeline_resumes_exactly(tiny_demo_root, tmp_p
         np.isfinite(metrics["val/recall_at_1"])
         and json.loads(resumed.cfg.to_json())["data"]["pipeline"] == "cached"
     )
+
+
+def test_the_manifest_names_files_as_os_path_relpath_does(tmp_path) -> None:
+    """The scan's root and relative paths (what names an existing cache folder) are those of os.path.commonpath and
+    os.path.relpath, for nested folders, a single file and paths that pass through '..'."""
+    from dcml_core.data.cache_keys import SourceFiles
+
+    files = []
+    for c in range(4):
+        for i in range(3):
+            path = tmp_path / "data" / f"{c:03d}.class" / ("deeper" if i == 2 else "") / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * (i + 1))
+            files.append(path)
+    detour = tmp_path / "data" / "001.class" / ".." / "002.class" / "0.png"
+    for paths in (files, files[:1], files[5:9], [detour, files[7]], [str(p) for p in files]):
+        unique = sorted({os.path.abspath(p) for p in paths})
+        root = os.path.commonpath([os.path.dirname(p) for p in unique])
+        scanned = SourceFiles.scan(paths)
+        assert scanned.root == Path(root)
+        assert scanned.relpaths == tuple(os.path.relpath(p, root) for p in unique)
+        assert scanned.stats == tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns, os.stat(p).st_ctime_ns) for p in unique)

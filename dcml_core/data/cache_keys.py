@@ -38,7 +38,7 @@ class SourceFiles:
         unique = sorted({os.path.abspath(p) for p in paths})
         if not unique:
             raise ValueError("the decoded-image cache got no image files")
-        root = Path(os.path.commonpath([os.path.dirname(p) for p in unique]))
+        root = os.path.commonpath(list({os.path.dirname(p) for p in unique}))  # over the folders: 100x fewer
         stats, missing = [], []
         for p in unique:
             try:
@@ -49,7 +49,8 @@ class SourceFiles:
         if missing:
             listed = ", ".join(missing[:_MAX_LISTED]) + (" ..." if len(missing) > _MAX_LISTED else "")
             raise FileNotFoundError(f"{len(missing)} image files do not exist: {listed}")
-        return cls(root, tuple(os.path.relpath(p, root) for p in unique), tuple(stats))
+        cut = len(os.path.join(root, ""))  # every path starts with root + "/": its rest is os.path.relpath's answer
+        return cls(Path(root), tuple(p[cut:] for p in unique), tuple(stats))
 
     def manifest_key(self, cache_size: int) -> str:
         """Hash of the stat manifest: cheap, changes whenever a file is written, touched or replaced."""
