@@ -22,7 +22,7 @@ from dcml_core.metric_names import EPOCH, OBJECTIVE
 from dcml_core.tracking import param_text
 from tests.test_tune_support import REPO, run_sweep_cli, short_tmp, sweep_env, tail, tiny_demo  # noqa: F401
 from tune import run
-from tune.cli import UsageError
+from tune.cli import EXIT_USAGE, UsageError
 from tune.repeats import FixedConfigs, config_from_params, repeat_configs, top_k_configs
 
 ORIGINAL = "orig"
@@ -105,7 +105,7 @@ def test_bad_repeat_flags_are_refused_before_ray(capsys, tmp_path, tiny_demo, ex
     if "no such sweep" in message:
         build_original(uri, str(tiny_demo))
     argv = ["--space", "smoke", "--mlflow-uri", uri, "--storage", str(tmp_path / "ray"), *extra]
-    assert run.main(argv) == run.EXIT_USAGE
+    assert run.main(argv) == EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err, err
     if "no such sweep" in message:
