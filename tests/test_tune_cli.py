@@ -268,13 +268,24 @@ def test_a_new_store_is_created_by_another_process(tmp_path) -> None:
     assert out.stdout.split() == ["0", "1"]
 
 
-def test_a_refused_sweep_removes_the_store_and_folders_made_for_it_but_never_a_store_with_runs(capsys, tmp_path) -> None:
+def test_a_refused_sweep_removes_the_store_and_folders_made_for_it_but_never_a_store_with_runs(
+    capsys, tmp_path, monkeypatch
+) -> None:
     from mlflow import MlflowClient
 
     from tune.store_warmup import StoreWarmUp
 
+    started = []
+
+    class Recorded(StoreWarmUp):
+        def undo(self) -> None:
+            started.append(self.created)
+            super().undo()
+
+    monkeypatch.setattr(run_module, "StoreWarmUp", Recorded)
     code, _, err = _main(capsys, "--space", "dcml_cub", "--mlflow-uri", str(tmp_path / "ml" / "store"))
     assert code == 2 and "no data root given" in err
+    assert started == [tmp_path / "ml" / "store" / "mlflow.db"]  # its creation had started when the sweep was refused
     assert list(tmp_path.iterdir()) == []  # the folders ml/store and its mlflow.db are gone again
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     store = StoreWarmUp(uri)

@@ -265,5 +265,4 @@ def test_a_local_ray_starts_no_idle_workers_and_still_starts_trials(short_tmp) -
     assert seen["wait_policy"] == "PASSIVE" and seen["own_env"] == "1"
     retry = seen["retry"]
     assert retry == {"raylet_client_connect_timeout_milliseconds": 100, "raylet_client_num_connect_attempts": 100}
-    assert retry["raylet_client_connect_timeout_milliseconds"] * retry["raylet_client_num_connect_attempts"] == 10_000
     assert seen["trial_ipython"] is False

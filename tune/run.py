@@ -15,13 +15,13 @@ import sys
 
 from dcml_core.tracking import TrackingError, tracking_uri
 from tune.cli import UsageError, build_parser, check_args
-from tune.store_warmup import StoreWarmUp, sqlite_file
+from tune.store_warmup import StoreWarmUp
 
 
 def early_store(args: argparse.Namespace) -> StoreWarmUp | None:
-    """The warm-up of the MLflow store of a new sweep whose store is a new local SQLite file; None for every other
-    command (``--list``, ``--sync-mlflow``, ``--dry-run``, ``--check-cluster``, ``--resume``), for flags that
-    are wrong on their own (the command reports them), and for a store that exists or is not a local file."""
+    """The warm-up of a new sweep's MLflow store (it starts creating a new local SQLite file at once); None for
+    every other command (``--list``, ``--sync-mlflow``, ``--dry-run``, ``--check-cluster``, ``--resume``) and for
+    flags that are wrong on their own (the command reports them)."""
     if args.list or args.sync_mlflow or args.dry_run or args.check_cluster or args.resume:
         return None
     try:
@@ -29,8 +29,7 @@ def early_store(args: argparse.Namespace) -> StoreWarmUp | None:
         uri = tracking_uri(args.mlflow_uri)
     except (UsageError, TrackingError):
         return None
-    path = sqlite_file(uri)
-    return StoreWarmUp(uri) if path is not None and not path.exists() else None
+    return StoreWarmUp(uri)
 
 
 def main(argv: list[str] | None = None) -> int:
